@@ -1,0 +1,81 @@
+# cutpoint — `make help` lists the targets. Every stage is `python -m <stage>`; the Makefile wires
+# them through real files under $(RUN) so that `make` skips what is up to date.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.stamp-requirements
+
+CONFIG ?= configs/default.toml
+EXPERIMENT ?= $(basename $(notdir $(CONFIG)))
+RUN ?= runs/$(EXPERIMENT)
+
+# Variables that override single config values (see README "Configuration").
+SETS := $(if $(DATASET),--set dataset.name=$(DATASET)) \
+        $(if $(BACKBONE),--set backbone.name=$(BACKBONE)) \
+        $(if $(WEIGHTS),--set backbone.weights=$(WEIGHTS)) \
+        $(if $(CUTS),--set 'extract.cuts=$(CUTS)' --set 'classical.cuts=$(CUTS)') \
+        $(if $(POOLING),--set extract.pooling=$(POOLING)) \
+        $(if $(CLASSIFIERS),--set 'classical.classifiers=$(CLASSIFIERS)') \
+        $(if $(DEPTHS),--set 'finetune.depths=$(DEPTHS)') \
+        $(if $(LIMIT),--set dataset.limit=$(LIMIT)) \
+        $(if $(SEED),--set experiment.seed=$(SEED))
+CODE = $(wildcard cutpoint/*.py embeddings/*.py)
+RESOLVED := $(RUN)/config.toml
+
+.DEFAULT_GOAL := help
+.PHONY: help venv data extract classify finetune umap report all test test-fast bench clean FORCE
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED="
+
+venv: $(VENV_STAMP) ## Build .venv from requirements.txt (redone only when it changes)
+$(VENV_STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+data: ## Install Fashion-MNIST from Debian (dataset-fashion-mnist) when possible
+	@bash .ci/install-data || true
+
+$(RESOLVED): FORCE $(VENV_STAMP)
+	@$(PY) -m cutpoint resolve --config $(CONFIG) $(SETS) --out $@
+
+extract: $(RUN)/embeddings.h5 ## Train the backbone if needed and embed the dataset at every cut point
+$(RUN)/embeddings.h5: $(RESOLVED) $(CODE) $(wildcard extract/*.py) | data
+	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN)
+	@touch $@
+
+classify: $(RUN)/classical/done.json ## Tuned sklearn/XGBoost pipelines on every cut point
+$(RUN)/classical/done.json: $(RUN)/embeddings.h5 $(RESOLVED) $(CODE) $(wildcard classical/*.py)
+	$(PY) -m classical run --config $(RESOLVED) --run-dir $(RUN)
+
+finetune: $(RUN)/finetune/done.json ## Fine-tuned baselines at every depth, and from scratch
+$(RUN)/finetune/done.json: $(RUN)/embeddings.h5 $(RESOLVED) $(CODE) $(wildcard finetune/*.py)
+	$(PY) -m finetune --config $(RESOLVED) --run-dir $(RUN)
+
+umap: $(RUN)/umap/done.json ## UMAP pictures of every cut point's embeddings
+$(RUN)/umap/done.json: $(RUN)/embeddings.h5 $(RUN)/classical/done.json $(RESOLVED)
+	$(PY) -m report umap --config $(RESOLVED) --run-dir $(RUN)
+
+report: $(RUN)/report/report.md ## The side-by-side report (Markdown + PNGs)
+$(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/done.json) $(wildcard $(RUN)/umap/done.json) $(wildcard report/*.py)
+	$(PY) -m report build --config $(RESOLVED) --run-dir $(RUN)
+
+all: extract classify finetune umap report ## Every stage on the configured experiment
+
+test: $(VENV_STAMP) ## Run every test, slow end-to-end ones included
+	$(PY) -m pytest -q
+
+test-fast: $(VENV_STAMP) ## Run the tests without the slow end-to-end ones
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(VENV_STAMP) ## Speed and memory benchmarks → benchmarks/results.json and .md
+	$(PY) -m benchmarks
+
+clean: ## Remove this experiment's run folder
+	rm -rf $(RUN)
+
+FORCE:

@@ -1,0 +1,29 @@
+"""`python -m cutpoint resolve --config F [--set s.k=v …] --out runs/<exp>/config.toml`
+
+Resolves a config (defaults ← file ← overrides) and writes it only when it changed, so the
+Makefile's file targets re-run a stage exactly when its configuration changed.
+"""
+import argparse
+import sys
+
+from cutpoint import config
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m cutpoint")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("resolve", help="resolve a config and write it if it changed")
+    r.add_argument("--config", default=None)
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    r.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    try:
+        cfg = config.load(args.config, args.sets)
+    except config.ConfigError as e:
+        sys.exit(f"error: {e}")
+    changed = config.write_if_changed(args.out, config.to_toml(cfg))
+    print(f"config {'updated' if changed else 'unchanged'}: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

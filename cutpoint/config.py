@@ -1,0 +1,193 @@
+"""Experiment configuration: one flat TOML file per experiment, every default defined here.
+
+A config file only states what differs from `DEFAULTS`. Unknown sections or keys are refused
+with the valid ones listed (a typo must not silently fall back to a default). Command lines and
+the Makefile override single values with ``--set section.key=value`` (value parsed as TOML,
+falling back to a bare string), e.g. ``--set backbone.name=resnet50 --set extract.cuts=[\"conv4\"]``.
+The resolved config is saved beside every result.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import tomllib
+from pathlib import Path
+
+from cutpoint.provenance import hash_obj
+
+DEFAULTS: dict = {
+    "experiment": {
+        "name": "",            # "" = the config file's stem (runs/<name>/)
+        "seed": 0,
+    },
+    "dataset": {
+        "name": "fashion_mnist",  # fashion_mnist | mnist | cifar10 | cifar100 | digits | folder | npz
+        "path": "",               # folder / .npz / directory with local archives; "" = default source
+        "source_classes": [0, 1, 2, 3, 4],  # half A: trains the backbone ([] = all classes)
+        "target_classes": [5, 6, 7, 8, 9],  # half B: embedded, classified, fine-tuned ([] = all)
+        "val_fraction": 0.1,      # validation carved from train (stratified, seeded)
+        "labels_per_class": 0,    # label budget on the target train split (0 = all)
+        "limit": 0,               # keep at most this many rows per split, stratified (0 = all)
+    },
+    "backbone": {
+        "name": "small_vgg",      # a registry name: `python -m extract --list`
+        "weights": "self",        # self | imagenet | none | path to .weights.h5 | path to .keras/.h5
+        "input_size": 0,          # 0 = the backbone's native size (own CNNs: the data's size)
+        "resize_method": "bilinear",
+    },
+    "train": {                    # the self-trained backbone (weights = "self")
+        "epochs": 8,
+        "batch_size": 128,
+        "learning_rate": 0.001,
+        "patience": 2,
+        "augment": ["shift"],     # any of: shift, flip (horizontal), zoom
+    },
+    "extract": {
+        "cuts": [],               # aliases or exact layer names; [] = every registry cut point
+        "pooling": "avg",         # avg | max | avgmax | flatten
+        "batch_size": 256,
+        "dtype": "float32",       # float32 | float16
+        "compression": "none",    # none | lzf | gzip
+        "chunk_rows": 4096,
+        "pixels": True,           # also write the raw-pixel pseudo-backbone store
+    },
+    "classical": {
+        "classifiers": ["logreg", "linear_svm", "rbf_svm", "random_forest", "xgboost", "knn"],
+        "cuts": [],               # [] = every cut point in the store (plus pixels)
+        "n_jobs": 2,
+        "rbf_max_train": 10000,   # RBF SVC is quadratic: fit on a stratified subset above this
+        "bootstrap": 1000,
+    },
+    "finetune": {
+        "depths": ["0", "1", "2", "all", "scratch"],
+        "epochs": 6,              # per phase; early stopping on the validation split
+        "head_epochs": 2,
+        "batch_size": 128,
+        "learning_rate": 0.001,   # head
+        "finetune_learning_rate": 0.0001,  # unfrozen blocks
+        "patience": 2,
+        "augment": ["shift"],
+    },
+    "umap": {
+        "n_neighbors": 15,
+        "min_dist": 0.1,
+        "random_state": 0,        # an int = reproducible but single-threaded; -1 = parallel
+        "max_points": 0,          # 0 = plot every point
+        "splits": ["test"],
+    },
+    "report": {
+        "gallery_size": 16,
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _close(name, options) -> str:
+    match = difflib.get_close_matches(name, list(options), n=1)
+    return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def _check_type(section: str, key: str, value, default):
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(
+            f"The '{section}.{key}' setting must be a {type(default).__name__} "
+            f"(like {json.dumps(default)}). Got {value!r} ({type(value).__name__}) instead.")
+
+
+def merge(base: dict, update: dict, origin: str = "config") -> dict:
+    """Deep-merge `update` into a copy of `base`, refusing unknown sections/keys."""
+    out = copy.deepcopy(base)
+    for section, values in update.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"Unknown section [{section}] in {origin}. Valid sections: "
+                              f"{', '.join(DEFAULTS)}.{_close(section, DEFAULTS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {origin} must be a table of settings. Got {values!r}.")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(
+                    f"Unknown setting '{section}.{key}' in {origin}. Valid settings of "
+                    f"[{section}]: {', '.join(DEFAULTS[section])}.{_close(key, DEFAULTS[section])}")
+            _check_type(section, key, value, DEFAULTS[section][key])
+            out[section][key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'section.key=value' → {section: {key: value}}; value parsed as TOML, else a string."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError(f"An override must look like 'section.key=value' "
+                          f"(e.g. backbone.name=resnet50). Got {text!r}.")
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    if isinstance(DEFAULTS.get(section, {}).get(key), list) and not isinstance(value, list):
+        value = [v.strip() for v in str(raw).replace(",", " ").split() if v.strip()]
+        value = [int(v) if v.lstrip("-").isdigit() and section == "dataset" else v for v in value]
+    return {section: {key: value}}
+
+
+def load(path=None, overrides=()) -> dict:
+    """Resolve a config: DEFAULTS ← TOML file ← overrides. Returns a plain dict."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} not found. Pass an existing TOML file "
+                              f"(see configs/), or omit it to use the defaults.")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {e}.") from None
+        cfg = merge(cfg, data, origin=str(path))
+        if not cfg["experiment"]["name"]:
+            cfg["experiment"]["name"] = path.stem
+    for text in overrides:
+        cfg = merge(cfg, parse_override(text), origin=f"override {text!r}")
+    if not cfg["experiment"]["name"]:
+        cfg["experiment"]["name"] = "default"
+    return cfg
+
+
+def config_hash(cfg: dict, sections=None) -> str:
+    """Hash of the given sections (all by default): the key that decides whether work is redone."""
+    part = {s: cfg[s] for s in (sections or cfg)}
+    return hash_obj(part)
+
+
+def to_toml(cfg: dict) -> str:
+    """Serialise a resolved config (flat sections, scalars and lists only)."""
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_if_changed(path, text: str) -> bool:
+    """Write only when the content differs, so Make's timestamps mean 'the config changed'."""
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True
