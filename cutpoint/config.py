@@ -60,7 +60,7 @@ DEFAULTS: dict = {
         "bootstrap": 1000,
     },
     "finetune": {
-        "depths": ["0", "1", "2", "all", "scratch"],
+        "depths": [],             # [] = every depth 0 … all, then scratch; or e.g. ["0", "2", "all", "scratch"]
         "epochs": 6,              # per phase; early stopping on the validation split
         "head_epochs": 2,
         "batch_size": 128,

@@ -1,0 +1,65 @@
+"""Workload sizes of every section, for the full run and for `--quick` (a smoke test, seconds).
+
+The full sizes are chosen so `make bench` finishes in about 25 minutes on 2 cores: extraction is
+timed for a few seconds per setting (not a fixed image count), and each classifier x width gets a
+time budget (the classical section shrinks the training rows when a pilot run predicts more).
+"""
+from __future__ import annotations
+
+import copy
+
+FULL = {
+    "peak": {"sizes": [2048, 3072, 4096], "repeats": 5},
+    "extraction": {
+        "configs": [
+            {"backbone": "small_vgg", "px": 28, "channels": 1, "batches": [32, 128, 512]},
+            {"backbone": "small_vgg", "px": 32, "channels": 3, "batches": [32, 128, 512]},
+            {"backbone": "mobilenet_v2", "px": 96, "channels": 3, "batches": [32, 128, 512]},
+            # ~20 img/s at 224 px: 2 batches of 64 are already ~6 s per repeat.
+            {"backbone": "resnet50", "px": 224, "channels": 3, "batches": [16, 64],
+             "min_images": 128, "min_seconds": 4.0, "repeats": 2},
+        ],
+        "min_images": 1024, "min_seconds": 2.0, "repeats": 3, "warmup_calls": 2,
+    },
+    "sweep": {
+        "configs": [
+            {"backbone": "small_vgg", "px": 28, "channels": 1, "n": 4096},
+            {"backbone": "mobilenet_v2", "px": 96, "channels": 3, "n": 1024},
+        ],
+        "repeats": 2,
+    },
+    "memory": {"backbone": "small_vgg", "px": 28, "channels": 1, "n": 10000, "factor": 6},
+    "hdf5": {"backbone": "small_vgg", "px": 28, "channels": 1, "n_images": 4096,
+             "target_mb": 160, "chunk_rows": 4096},
+    "classical": {"dims": [128, 1280, 2048], "n_train": 30000, "n_test": 5000, "n_classes": 10,
+                  "cell_budget_s": 30.0, "pilot_rows": 2000, "n_jobs": 2},
+    "e2e": {"timeout_s": 3600},
+}
+
+QUICK = {
+    "peak": {"sizes": [256, 512], "repeats": 2},
+    "extraction": {
+        "configs": [
+            {"backbone": "small_vgg", "px": 28, "channels": 1, "batches": [8, 32]},
+            {"backbone": "small_vgg", "px": 32, "channels": 3, "batches": [8]},
+            {"backbone": "mobilenet_v2", "px": 32, "channels": 3, "batches": [8]},
+            {"backbone": "resnet50", "px": 32, "channels": 3, "batches": [4]},
+        ],
+        "min_images": 16, "min_seconds": 0.05, "repeats": 1, "warmup_calls": 1,
+    },
+    "sweep": {
+        "configs": [{"backbone": "small_vgg", "px": 16, "channels": 1, "n": 96}],
+        "repeats": 1,
+    },
+    "memory": {"backbone": "small_vgg", "px": 16, "channels": 1, "n": 64, "factor": 6},
+    "hdf5": {"backbone": "small_vgg", "px": 16, "channels": 1, "n_images": 64,
+             "target_mb": 1, "chunk_rows": 256},
+    "classical": {"dims": [8, 16], "n_train": 240, "n_test": 60, "n_classes": 3,
+                  "cell_budget_s": 20.0, "pilot_rows": 0, "n_jobs": 1,
+                  "classifiers": ["logreg", "knn"]},
+    "e2e": {"timeout_s": 3600},
+}
+
+
+def get(quick: bool) -> dict:
+    return copy.deepcopy(QUICK if quick else FULL)

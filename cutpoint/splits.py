@@ -1,0 +1,296 @@
+"""Split logic: class halves, validation carve, label budgets, limits — and `prepare(cfg)`.
+
+Pure, seeded functions of (labels, idx): `labels` is a dataset's full label array, `idx` the rows
+to work on; they return sorted int64 row indices. Every random choice is made per class with its
+own generator seeded by (seed, purpose, class id), so the rows drawn for one class do not change
+when other classes are added or removed, and label budgets are nested (the 5 rows kept per class
+are among the 10 kept with the same seed). Rounding: a class of n rows gives
+round(fraction·n) validation rows, at least 1 and at most n − 1.
+
+`prepare(cfg)` is the one place that turns the resolved config into the experiment's rows, so
+every stage (extract, classical, finetune, report) works on the same ones:
+  1. load dataset.name from dataset.path;
+  2. if the dataset has no 'test' rows (an image folder without split info), carve a fixed
+     stratified 20 % test split (seed 0, independent of experiment.seed: the test set must not
+     move between seeds);
+  3. per view (source = half A, target = half B): keep its classes, then per split at most
+     `limit` rows (stratified), then on target's train split at most `labels_per_class` rows per
+     class; relabel the classes 0..len-1 in the configured order; order rows train then test;
+  4. carve the validation split (`val_fraction`, stratified, seeded) from each view's train rows.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from cutpoint.datasets import Dataset, DatasetError, DatasetWarning, _check_classes, load
+from cutpoint.provenance import hash_arrays
+
+__all__ = ["class_subset", "carve_validation", "label_budget", "stratified_limit",
+           "describe_split", "order_by_split", "train_val_test", "prepare"]
+
+_SALT = {"val": 1, "budget": 2, "limit": 3, "test": 4}
+TEST_CARVE_FRACTION, TEST_CARVE_SEED = 0.2, 0
+
+
+def _seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DatasetError(f"The seed must be a non-negative integer; got {seed!r}.")
+    return int(seed)
+
+
+def _rng(seed: int, purpose: str, cls: int) -> np.random.Generator:
+    return np.random.default_rng([_seed(seed), _SALT[purpose], int(cls)])
+
+
+def _rows(labels, idx) -> tuple[np.ndarray, np.ndarray]:
+    """Validate (labels, idx) → (int64 labels, sorted unique int64 idx)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise DatasetError(f"labels must be a 1-D integer array; got shape {labels.shape}, "
+                           f"dtype {labels.dtype}.")
+    idx = np.asarray(idx)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):
+        raise DatasetError(f"idx must hold integer row indices; got dtype {idx.dtype}.")
+    idx = idx.astype(np.int64).ravel()
+    if idx.size and (idx.min() < 0 or idx.max() >= len(labels)):
+        raise DatasetError(f"idx must lie in 0..{len(labels) - 1}; got {idx.min()}..{idx.max()}.")
+    uniq = np.unique(idx)
+    if len(uniq) != len(idx):
+        raise DatasetError(f"idx holds {len(idx) - len(uniq)} repeated row(s); pass each row once.")
+    return labels.astype(np.int64), uniq
+
+
+def _by_class(labels, idx):
+    """Yield (class id, its rows in idx, sorted)."""
+    lab = labels[idx]
+    for c in np.unique(lab):
+        yield int(c), idx[lab == c]
+
+
+def class_subset(ds: Dataset, classes) -> Dataset:
+    """A view with only `classes` (class ids of `ds`), relabelled 0..len-1 in the given order;
+    class names follow. Unknown or repeated ids are an error."""
+    classes = _check_classes(ds, classes)
+    if not classes:
+        raise DatasetError("class_subset() needs at least one class id.")
+    return ds.subset(np.flatnonzero(np.isin(ds.labels, classes)), relabel_classes=classes)
+
+
+def carve_validation(labels, idx, fraction, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split of `idx` into (train, val): disjoint, union = idx.
+
+    Each class of n rows gives round(fraction·n) rows to val, clipped to 1..n-1, so every class
+    is present on both sides; a class with fewer than 2 rows is an error.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) \
+            or not 0 < fraction < 1:
+        raise DatasetError(f"The validation fraction must be a number in (0, 1), e.g. 0.1; got "
+                           f"{fraction!r}.")
+    labels, idx = _rows(labels, idx)
+    train, val = [], []
+    for c, rows in _by_class(labels, idx):
+        if len(rows) < 2:
+            raise DatasetError(
+                f"Class {c} has only {len(rows)} row in the split being carved: a stratified "
+                f"validation split needs at least 2 per class. Raise labels_per_class/limit, or "
+                f"drop that class.")
+        n_val = int(np.clip(np.floor(fraction * len(rows) + 0.5), 1, len(rows) - 1))
+        perm = _rng(seed, "val", c).permutation(rows)
+        val.append(perm[:n_val])
+        train.append(perm[n_val:])
+    return _sorted_cat(train), _sorted_cat(val)
+
+
+def _sorted_cat(parts) -> np.ndarray:
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+
+def label_budget(labels, idx, per_class, seed) -> np.ndarray:
+    """At most `per_class` rows of each class of `idx` (seeded, nested across budgets).
+
+    A class with fewer rows than asked keeps all of them, with a `DatasetWarning` naming it:
+    the budget is a ceiling, and failing would make small classes unusable.
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise DatasetError(f"labels per class must be a positive integer; got {per_class!r}.")
+    labels, idx = _rows(labels, idx)
+    keep, short = [], []
+    for c, rows in _by_class(labels, idx):
+        if len(rows) < per_class:
+            short.append(f"{c} ({len(rows)})")
+        keep.append(_rng(seed, "budget", c).permutation(rows)[:per_class])
+    if short:
+        warnings.warn(f"label budget {per_class} per class: class(es) {', '.join(short)} have "
+                      f"fewer rows; all of them are kept.", DatasetWarning, stacklevel=2)
+    return _sorted_cat(keep)
+
+
+def _allocate(counts: np.ndarray, n: int) -> np.ndarray:
+    """Split n rows over classes proportionally to counts (largest remainder), ≥1 per class
+    when n allows it, never more than a class has."""
+    quota = counts * (n / counts.sum())
+    alloc = np.minimum(np.floor(quota).astype(np.int64), counts)
+    if n >= len(counts):
+        alloc = np.maximum(alloc, 1)
+    while alloc.sum() < n:  # give a row to the class furthest below its quota
+        gap = np.where(alloc < counts, quota - alloc, -np.inf)
+        alloc[np.argmax(gap)] += 1
+    while alloc.sum() > n:  # take one from the class furthest above its quota
+        floor = 1 if n >= len(counts) else 0
+        excess = np.where(alloc > floor, alloc - quota, -np.inf)
+        alloc[np.argmax(excess)] -= 1
+    return alloc
+
+
+def stratified_limit(labels, idx, n, seed) -> np.ndarray:
+    """Keep n rows of `idx` (all if it has fewer) with the class proportions preserved
+    (largest-remainder rounding, at least one row per class when n ≥ the number of classes)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise DatasetError(f"The row limit must be a positive integer; got {n!r}.")
+    labels, idx = _rows(labels, idx)
+    if n >= len(idx):
+        return idx
+    groups = list(_by_class(labels, idx))
+    if n < len(groups):
+        warnings.warn(f"limit {n} is below the number of classes ({len(groups)}): some classes "
+                      f"get no row.", DatasetWarning, stacklevel=2)
+    alloc = _allocate(np.array([len(r) for _, r in groups]), int(n))
+    keep = [_rng(seed, "limit", c).permutation(rows)[:k] for (c, rows), k in zip(groups, alloc)]
+    return np.sort(np.concatenate(keep))
+
+
+def order_by_split(ds: Dataset, order=("train", "test")) -> np.ndarray:
+    """Row indices with each split contiguous, in `order` (other splits after, by name); rows
+    keep their relative order inside a split. The HDF5 store needs contiguous splits."""
+    names = list(order) + sorted(set(np.unique(ds.split).tolist()) - set(order))
+    parts = [np.flatnonzero(ds.split == s) for s in names]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+def train_val_test(ds: Dataset, val_fraction, seed) -> dict[str, np.ndarray]:
+    """{'train', 'val', 'test'} row indices of `ds`: val carved from the dataset's train split."""
+    train, val = carve_validation(ds.labels, np.flatnonzero(ds.split == "train"), val_fraction,
+                                  seed)
+    return {"train": train, "val": val, "test": np.flatnonzero(ds.split == "test")}
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def describe_split(ds: Dataset, *, seed, val_fraction=None, labels_per_class=0, limit=0,
+                   splits: dict | None = None, **extra) -> dict:
+    """JSON-able record of how `ds`'s rows were chosen: dataset, classes (original ids and
+    names), fractions, budget, limit, seed, sizes and per-class counts per split (with `splits`
+    from `train_val_test`: train/val/test, else the dataset's own splits), and a hash of the
+    sample ids in row order so a later stage can check it sees the same rows."""
+    if splits is None:
+        splits = {s: np.flatnonzero(ds.split == s) for s in np.unique(ds.split)}
+    k = len(ds.class_names)
+    record = {
+        "dataset": ds.name,
+        "classes": list(ds.class_ids),
+        "class_names": list(ds.class_names),
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "labels_per_class": labels_per_class,
+        "limit": limit,
+        "n_rows": len(ds),
+        "sizes": {s: len(i) for s, i in splits.items()},
+        "class_counts": {s: np.bincount(ds.labels[i], minlength=k) for s, i in splits.items()},
+        "ids_sha256": hash_arrays(ds.ids),
+        **extra,
+    }
+    return _jsonable(record)
+
+
+def _cfg_int(d: dict, key: str, minimum: int = 0) -> int:
+    v = d.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise DatasetError(f"The 'dataset.{key}' setting must be an integer ≥ {minimum}; "
+                           f"got {v!r}.")
+    return int(v)
+
+
+def prepare(cfg: dict, dataset: Dataset | None = None) -> dict:
+    """The experiment's rows from a resolved config (see the module docstring).
+
+    Returns {"source": Dataset or None (when dataset.source_classes == []), "target": Dataset,
+    "split_def": JSON-able dict, "splits": {"source": {...} or None, "target": {train, val,
+    test}}} where the views are relabelled, ordered train-then-test, and `splits` holds each
+    view's row indices (val carved from train). Pass `dataset` to reuse an already loaded one.
+    """
+    d, seed = cfg["dataset"], _seed(cfg["experiment"]["seed"])
+    limit, budget = _cfg_int(d, "limit"), _cfg_int(d, "labels_per_class")
+    val_fraction = d.get("val_fraction", 0.1)
+    ds = dataset if dataset is not None else load(d["name"], d.get("path", ""))
+
+    split = ds.split
+    test_carved = None
+    if not (split == "test").any():
+        _, test = carve_validation(ds.labels, np.arange(len(ds)), TEST_CARVE_FRACTION,
+                                   TEST_CARVE_SEED)
+        split = split.copy()
+        split[test] = "test"
+        test_carved = {"fraction": TEST_CARVE_FRACTION, "seed": TEST_CARVE_SEED,
+                       "reason": "the dataset has no test split"}
+        warnings.warn(f"{ds.name}: no test split; carved a stratified {TEST_CARVE_FRACTION:.0%} "
+                      f"test split (seed {TEST_CARVE_SEED}).", DatasetWarning, stacklevel=2)
+
+    roles = {"source": list(d.get("source_classes", [])),
+             "target": list(d.get("target_classes", [])) or list(range(len(ds.class_names)))}
+    for role, classes in roles.items():
+        try:
+            _check_classes(ds, classes)
+        except DatasetError as e:
+            raise DatasetError(f"dataset.{role}_classes: {e}") from None
+    overlap = sorted(set(roles["source"]) & set(roles["target"]))
+    if overlap:
+        warnings.warn(f"dataset.source_classes and target_classes share classes {overlap}: the "
+                      f"backbone will have seen the target's classes (not Yosinski's A/B "
+                      f"protocol).", DatasetWarning, stacklevel=2)
+
+    views, indices, defs = {}, {}, {}
+    for role, classes in roles.items():
+        if not classes:
+            views[role] = indices[role] = defs[role] = None
+            continue
+        rows = np.flatnonzero(np.isin(ds.labels, classes))
+        chosen = []
+        for s in np.unique(split[rows]):
+            r = rows[split[rows] == s]
+            if limit:
+                r = stratified_limit(ds.labels, r, limit, seed)
+            if role == "target" and budget and s == "train":
+                r = label_budget(ds.labels, r, budget, seed)
+            chosen.append(r)
+        rows = np.sort(np.concatenate(chosen))
+        view = ds.subset(rows, relabel_classes=classes)
+        view.split = split[rows]
+        view = view.subset(order_by_split(view))
+        try:
+            indices[role] = train_val_test(view, val_fraction, seed)
+        except DatasetError as e:
+            raise DatasetError(f"{role} view (classes {classes}): {e}") from None
+        views[role] = view
+        defs[role] = describe_split(view, seed=seed, val_fraction=val_fraction,
+                                    labels_per_class=budget if role == "target" else 0,
+                                    limit=limit, splits=indices[role])
+    split_def = _jsonable({
+        "dataset": ds.name, "path": str(d.get("path", "")), "seed": seed,
+        "val_fraction": val_fraction, "labels_per_class": budget, "limit": limit,
+        "test_carved": test_carved, "source": defs["source"], "target": defs["target"],
+        "dataset_source": ds.source,
+    })
+    return {"source": views["source"], "target": views["target"], "split_def": split_def,
+            "splits": indices}

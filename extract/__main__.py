@@ -1,0 +1,44 @@
+"""`python -m extract` — embed a dataset at every cut point of a backbone (the extract stage).
+
+  python -m extract --list                                   registry: cut points and widths
+  python -m extract --config configs/default.toml [--run-dir runs/default] [--set k=v …]
+"""
+import argparse
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m extract", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", action="store_true", help="list the backbone registry and exit")
+    p.add_argument("--config", default=None, help="experiment TOML (default: built-in defaults)")
+    p.add_argument("--run-dir", default=None, help="output folder (default: runs/<experiment>)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.list:
+            from extract.backbones import describe_registry
+            print(describe_registry())
+            return 0
+        from cutpoint import config
+        from extract.extractor import extract
+        cfg = config.load(args.config, args.sets)
+        run_dir = args.run_dir or os.path.join("runs", cfg["experiment"]["name"])
+        summary = extract(cfg, run_dir)
+    except ValueError as e:  # user input: config, dataset, weights, cut names, store
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cuts = ", ".join(f"{a}({m['width']})" for a, m in summary["cuts"].items())
+    state = "up to date" if summary["skipped"] else (
+        f"{summary['rows']} rows in {summary['seconds']} s ({summary['images_per_second']} img/s)")
+    print(f"{summary['store']}: {state}; cuts {cuts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fine-tuned baselines at every depth and from scratch, in the classical stage's results table."""

@@ -1,0 +1,149 @@
+"""Fine-tuned baselines: the same backbone trained end to end at depth k, and from scratch (BRIEF §7).
+
+Depth k = the number of top blocks unfrozen, by whole blocks (the registry's block ends), never
+cutting through one. k = 0 trains only a new head on the frozen backbone; k = n_blocks unfreezes
+everything. Following the Keras transfer-learning guide, the backbone is called with
+`training=False`, so BatchNorm keeps its moving statistics (inference mode) even when its weights
+are unfrozen; the head is trained first, then the unfrozen blocks at a lower learning rate, with a
+recompile after every change of `trainable`. Scratch = same architecture, random init, every
+layer trainable and BatchNorm in training mode (frozen statistics would never be learnt).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("cutpoint.finetune")
+
+
+class DepthError(ValueError):
+    pass
+
+
+def parse_depths(requested, n_blocks: int) -> list:
+    """Config depths → ordered list of ints and/or "scratch". [] = 0 … n_blocks, then scratch."""
+    if not requested:
+        return list(range(n_blocks + 1)) + ["scratch"]
+    out = []
+    for d in requested:
+        d = str(d).strip().lower()
+        if d == "scratch":
+            out.append("scratch")
+        elif d == "all":
+            out.append(n_blocks)
+        elif d.isdigit() and int(d) <= n_blocks:
+            out.append(int(d))
+        else:
+            raise DepthError(
+                f"Unknown fine-tuning depth {d!r}. Expected an integer from 0 to {n_blocks} (the "
+                f"backbone has {n_blocks} blocks), 'all' or 'scratch', e.g. DEPTHS=0,2,all,scratch.")
+    return list(dict.fromkeys(out))
+
+
+def block_layers(base, blocks) -> list[list]:
+    """Split the backbone's layers into blocks at the registry's block ends (input layer excluded)."""
+    names = [layer.name for layer in base.layers]
+    missing = [b for b in blocks if b not in names]
+    if missing:
+        raise DepthError(f"Block ends {missing} are not layers of {base.name!r}; the registry entry "
+                         "and the model disagree.")
+    ends = [names.index(b) for b in blocks]
+    groups, start = [], 0
+    for i, end in enumerate(ends):
+        stop = len(base.layers) - 1 if i == len(ends) - 1 else end
+        groups.append(base.layers[start:stop + 1])
+        start = stop + 1
+    return groups
+
+
+def set_depth(base, blocks, k: int) -> None:
+    """Unfreeze exactly the top k blocks of `base` (and freeze the rest)."""
+    groups = block_layers(base, blocks)
+    if not 0 <= k <= len(groups):
+        raise DepthError(f"Depth {k} is out of range: the backbone has {len(groups)} blocks.")
+    base.trainable = True
+    for i, group in enumerate(groups):
+        for layer in group:
+            layer.trainable = i >= len(groups) - k
+
+
+def trainable_count(model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def build_model(base, num_classes: int, seed: int, bn_inference: bool = True):
+    """A new head on `base`: pool if the output is spatial, dropout, softmax."""
+    import keras
+
+    inputs = keras.Input(shape=base.input.shape[1:], name="image")
+    x = base(inputs, training=False) if bn_inference else base(inputs)
+    if len(x.shape) == 4:
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dropout(0.2, seed=seed, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name=f"{base.name}_finetune")
+
+
+def _compile(model, lr):
+    import keras
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def _fit(model, train_ds, val_ds, epochs, patience):
+    import keras
+    if epochs <= 0:
+        return {}
+    cb = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                        restore_best_weights=True)]
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cb, verbose=0)
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def train_at_depth(base, blocks, depth, num_classes, train_ds, val_ds, fcfg, seed):
+    """Train one baseline. Returns (model, history, epochs_run, trainable_params)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    history = {}
+    if depth == "scratch":
+        model = build_model(base, num_classes, seed, bn_inference=False)
+        base.trainable = True
+        _compile(model, fcfg["learning_rate"])
+        history["scratch"] = _fit(model, train_ds, val_ds,
+                                  fcfg["head_epochs"] + fcfg["epochs"], fcfg["patience"])
+    else:
+        model = build_model(base, num_classes, seed, bn_inference=True)
+        set_depth(base, blocks, 0)
+        _compile(model, fcfg["learning_rate"])  # recompile after every change of `trainable`
+        head_epochs = fcfg["head_epochs"] + (fcfg["epochs"] if depth == 0 else 0)
+        history["head"] = _fit(model, train_ds, val_ds, head_epochs, fcfg["patience"])
+        if depth > 0:
+            set_depth(base, blocks, depth)
+            _compile(model, fcfg["finetune_learning_rate"])
+            history["finetune"] = _fit(model, train_ds, val_ds, fcfg["epochs"], fcfg["patience"])
+    epochs = sum(len(h.get("loss", [])) for h in history.values())
+    return model, history, epochs, trainable_count(model)
+
+
+def save_run(out_dir: Path, model, history, meta) -> None:
+    """Model, history and metadata of one run, written to a temp folder then renamed."""
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save(tmp / "model.keras")
+    (tmp / "history.json").write_text(json.dumps(history, indent=1))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    if out_dir.exists():
+        import shutil
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+
+
+def timed_predict(model, ds):
+    t0 = time.perf_counter()
+    proba = model.predict(ds, verbose=0)
+    return proba, time.perf_counter() - t0

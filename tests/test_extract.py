@@ -1,0 +1,111 @@
+"""The extract stage end to end on tiny data: one pass = separate passes, exact resume, skip."""
+import numpy as np
+import pytest
+
+from cutpoint import config
+from embeddings import store
+
+
+def _npz(tmp_path, n_train=96, n_test=32, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    y_tr, y_te = rng.integers(0, 4, n_train), rng.integers(0, 4, n_test)
+
+    def imgs(y):
+        x = rng.integers(0, 60, (len(y), size, size, 1))
+        for i, c in enumerate(y):  # a bright quadrant per class: learnable, not trivial
+            r, q = divmod(int(c), 2)
+            x[i, r * size // 2:(r + 1) * size // 2, q * size // 2:(q + 1) * size // 2] += 150
+        return x.astype(np.uint8)
+
+    path = tmp_path / "toy.npz"
+    np.savez(path, x_train=imgs(y_tr), y_train=y_tr, x_test=imgs(y_te), y_test=y_te)
+    return path
+
+
+def _cfg(tmp_path, *sets):
+    return config.load(None, [
+        "dataset.name=npz", f"dataset.path={_npz(tmp_path)}", "dataset.source_classes=[]",
+        "dataset.target_classes=[]", "backbone.name=small_vgg", "backbone.weights=none",
+        "extract.batch_size=16", "extract.chunk_rows=32", *sets])
+
+
+def _all(path):
+    return {c: store.read(path, c)[0] for c in store.cuts(path)}
+
+
+def test_one_pass_equals_separate_single_cut_passes(tmp_path):
+    from extract.extractor import extract
+    multi = extract(_cfg(tmp_path, "extract.pixels=false"), tmp_path / "multi")
+    assert multi["rows"] == 128 and len(multi["cuts"]) >= 3
+    both = _all(tmp_path / "multi" / "embeddings.h5")
+    for cut in both:
+        one = tmp_path / f"one_{cut}"
+        extract(_cfg(tmp_path, f"extract.cuts=[\"{cut}\"]", "extract.pixels=false"), one)
+        single = _all(one / "embeddings.h5")
+        assert list(single) == [cut]
+        np.testing.assert_allclose(single[cut], both[cut], rtol=1e-5, atol=1e-6)
+
+
+def test_interrupted_extraction_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from extract import extractor
+    cfg = _cfg(tmp_path)
+    full = extractor.extract(cfg, tmp_path / "full")
+    assert not full["skipped"]
+
+    real_write = store.write_rows
+    calls = {"n": 0}
+
+    def crashing_write(path, start, arrays, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:  # die in the middle, after two committed chunks
+            raise KeyboardInterrupt("simulated kill")
+        return real_write(path, start, arrays, **kw)
+
+    monkeypatch.setattr(store, "write_rows", crashing_write)
+    with pytest.raises(KeyboardInterrupt):
+        extractor.extract(cfg, tmp_path / "resumed")
+    part = tmp_path / "resumed" / "embeddings.h5"
+    assert store.rows_done(part) == 64 and not store.is_complete(part)
+    with pytest.raises(store.StoreError):
+        store.read(part, next(iter(store.cuts(part))))  # never a silently short matrix
+    monkeypatch.setattr(store, "write_rows", real_write)
+    again = extractor.extract(cfg, tmp_path / "resumed")
+    assert not again["skipped"] and store.is_complete(part)
+    a, b = _all(tmp_path / "full" / "embeddings.h5"), _all(part)
+    assert a.keys() == b.keys()
+    for cut in a:
+        assert np.array_equal(a[cut], b[cut]), cut
+    # Same settings again: nothing to do.
+    assert extractor.extract(cfg, tmp_path / "resumed")["skipped"]
+
+
+def test_store_records_provenance_and_pixels_baseline(tmp_path):
+    from extract.extractor import extract
+    run = tmp_path / "run"
+    extract(_cfg(tmp_path), run)
+    prov = store.provenance(run / "embeddings.h5")
+    for key in ("backbone", "weights", "cuts", "pooling", "input_size", "resize_method",
+                "preprocess", "split_def", "seed", "packages", "code_version"):
+        assert key in prov, key
+    X, y, ids = store.read(run / "pixels.h5", "pixels", split="test")
+    assert X.shape == (32, 16 * 16) and X.max() <= 1.0 and len(ids) == 32
+    Xe, ye, ide = store.read(run / "embeddings.h5", next(iter(store.cuts(run / "embeddings.h5"))),
+                             split="test")
+    assert np.array_equal(y, ye) and list(ids) == list(ide)
+
+
+def test_changed_settings_keep_the_old_store(tmp_path):
+    from extract.extractor import extract
+    run = tmp_path / "run"
+    extract(_cfg(tmp_path, "extract.pixels=false"), run)
+    extract(_cfg(tmp_path, "extract.pixels=false", "extract.pooling=max"), run)
+    kept = [p for p in run.glob("embeddings.*.h5")]
+    assert len(kept) == 1  # moved aside, not deleted
+    assert store.cuts(run / "embeddings.h5")[next(iter(store.cuts(run / "embeddings.h5")))][
+        "pooling"] == "max"
+
+
+def test_bad_cut_name_is_a_clear_error(tmp_path):
+    from extract.extractor import extract
+    with pytest.raises(ValueError, match="block2"):
+        extract(_cfg(tmp_path, "extract.cuts=[\"blokc2\"]"), tmp_path / "bad")
