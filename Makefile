@@ -28,7 +28,7 @@ RESOLVED := $(RUN)/config.toml
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
-	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED="
+	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS="
 
 venv: $(VENV_STAMP) ## Build .venv from requirements.txt (redone only when it changes)
 $(VENV_STAMP): requirements.txt
@@ -45,7 +45,7 @@ $(RESOLVED): FORCE $(VENV_STAMP)
 
 extract: $(RUN)/embeddings.h5 ## Train the backbone if needed and embed the dataset at every cut point
 $(RUN)/embeddings.h5: $(RESOLVED) $(CODE) $(wildcard extract/*.py) | data
-	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN)
+	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN) $(if $(WORKERS),--workers $(WORKERS))
 	@touch $@
 
 classify: $(RUN)/classical/done.json ## Tuned sklearn/XGBoost pipelines on every cut point

@@ -2,6 +2,7 @@
 
   python -m extract --list                                   registry: cut points and widths
   python -m extract --config configs/default.toml [--run-dir runs/default] [--set k=v …]
+  python -m extract … --workers 4                            shard over Dask workers
 """
 import argparse
 import logging
@@ -17,6 +18,9 @@ def main(argv=None):
     p.add_argument("--list", action="store_true", help="list the backbone registry and exit")
     p.add_argument("--config", default=None, help="experiment TOML (default: built-in defaults)")
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/<experiment>)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="shard the rows over N Dask worker processes (LocalCluster)")
+    p.add_argument("--scheduler", default="", help="address of an existing Dask scheduler")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -29,7 +33,7 @@ def main(argv=None):
         from extract.extractor import extract
         cfg = config.load(args.config, args.sets)
         run_dir = args.run_dir or os.path.join("runs", cfg["experiment"]["name"])
-        summary = extract(cfg, run_dir)
+        summary = extract(cfg, run_dir, workers=args.workers, scheduler=args.scheduler)
     except ValueError as e:  # user input: config, dataset, weights, cut names, store
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -69,7 +69,8 @@ class BackboneSpec:
 def _keras_app(fn_name: str) -> Callable:
     def build(input_shape, weights=None):
         fn = getattr(keras.applications, fn_name)
-        return fn(include_top=False, weights=weights, input_shape=tuple(int(d) for d in input_shape))
+        shape = tuple(int(d) for d in input_shape)
+        return fn(include_top=False, weights=weights, input_shape=shape)
     build.__name__ = f"build_{fn_name}"
     return build
 
@@ -148,7 +149,8 @@ def list_backbones(own: bool | None = None) -> list[str]:
 def get_spec(name: str) -> BackboneSpec:
     if name not in REGISTRY:
         raise BackboneError(
-            f"Unknown backbone {name!r}. Available: {', '.join(REGISTRY)}.{_did_you_mean(name, REGISTRY)}"
+            f"Unknown backbone {name!r}. Available: {', '.join(REGISTRY)}."
+            f"{_did_you_mean(name, REGISTRY)}"
             " A saved Keras model can be used under any other name with weights = "
             "path/to/model.keras and the layer(s) to cut.")
     return REGISTRY[name]
@@ -209,13 +211,14 @@ def check_input_size(spec: BackboneSpec, size) -> None:
 
 
 def input_decision(spec: BackboneSpec, image_shape, requested_size: int = 0) -> dict:
-    """Decide the model input (h, w, c) for images of `image_shape`, and say why (for provenance)."""
+    """Decide the model input (h, w, c) for images of `image_shape`, and say why (provenance)."""
     if image_shape is not None:
         image_shape = tuple(int(d) for d in image_shape)
         if len(image_shape) == 2:
             image_shape = (*image_shape, 1)
         if len(image_shape) != 3:
-            raise BackboneError(f"An image shape is (height, width[, channels]). Got {image_shape!r}.")
+            raise BackboneError("An image shape is (height, width[, channels]). "
+                                f"Got {image_shape!r}.")
     c = image_shape[2] if image_shape else 3
     repeat = False
     if spec.channels is None:
@@ -223,8 +226,9 @@ def input_decision(spec: BackboneSpec, image_shape, requested_size: int = 0) -> 
     elif spec.channels == 3 and c == 1:
         out_c, repeat = 3, True
     elif c != spec.channels:
-        raise BackboneError(f"Backbone {spec.name!r} takes {spec.channels}-channel images; the data "
-                            f"has {c} channels. Convert the images to RGB (or grayscale) first.")
+        raise BackboneError(f"Backbone {spec.name!r} takes {spec.channels}-channel images; the "
+                            f"data has {c} channels. Convert the images to RGB (or grayscale) "
+                            "first.")
     else:
         out_c = c
     if requested_size:
@@ -234,8 +238,8 @@ def input_decision(spec: BackboneSpec, image_shape, requested_size: int = 0) -> 
     elif image_shape:
         hw, why = image_shape[:2], "the data's size"
     else:
-        raise BackboneError(f"Images of different sizes need an explicit input size for {spec.name!r}:"
-                            " set backbone.input_size.")
+        raise BackboneError("Images of different sizes need an explicit input size for "
+                            f"{spec.name!r}: set backbone.input_size.")
     check_input_size(spec, hw)
     resized = image_shape is None or tuple(hw) != image_shape[:2]
     return {"input_shape": [*hw, out_c], "image_shape": list(image_shape or []), "resized": resized,
@@ -312,14 +316,30 @@ def _short_error(e: Exception, limit: int = 500) -> str:
 
 
 def _load_weights_file(model, path: Path, spec: BackboneSpec):
-    try:
-        model.load_weights(str(path))
-    except (ValueError, KeyError, OSError, TypeError, IndexError) as e:
+    """model.load_weights, with Keras' partial-load warnings turned into an error.
+
+    A file with MORE layers than the model (e.g. the classifier's weights into its trunk) loads
+    the matching layers: that is how a backbone is taken from a trained classifier.
+    """
+    problem = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(str(path))
+        except (ValueError, KeyError, OSError, TypeError, IndexError) as e:
+            problem = _short_error(e)
+    if problem is None:
+        partial = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
+        problem = _short_error(partial[0]) if partial else None
+        for w in caught:
+            if "freshly-initialized" not in str(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if problem:
         raise BackboneError(
             f"Weights file {str(path)!r} does not fit backbone {spec.name!r} built with input "
-            f"shape {tuple(model.input.shape[1:])}: {_short_error(e)} Save the weights from the "
-            "same architecture without its classification top (backbone.save_weights(...)), or "
-            "pass a whole saved model (.keras) instead.") from None
+            f"shape {tuple(model.input.shape[1:])}: {problem} Save the weights from the same "
+            "architecture (backbone.save_weights(...)), or pass a whole saved model (.keras) "
+            "instead.")
 
 
 def _load_saved(path: Path):
@@ -352,9 +372,10 @@ def _copy_weights(src, dst, what: str):
                             f"the requested size has {len(d)}.")
     for a, b in zip(s, d):
         wa = a.get_weights()
-        if [w.shape for w in wa] != [w.shape for w in b.get_weights()]:
-            raise BackboneError(f"{what}: layer {a.name!r} has weights of shapes "
-                                f"{[w.shape for w in wa]}, expected {[w.shape for w in b.get_weights()]}.")
+        got, want = [w.shape for w in wa], [w.shape for w in b.get_weights()]
+        if got != want:
+            raise BackboneError(f"{what}: layer {a.name!r} has weights of shapes {got}, "
+                                f"expected {want}.")
         b.set_weights(wa)
 
 
@@ -367,7 +388,8 @@ def _fit_registry(loaded, spec: BackboneSpec, input_shape, what: str):
         return trunk
     shape = _build_shape(spec, input_shape, "saved")
     if have[2] is not None and shape[2] != have[2]:
-        raise BackboneError(f"{what} was saved for {have[2]}-channel input; got input_shape {shape}.")
+        raise BackboneError(f"{what} was saved for {have[2]}-channel input; got input_shape "
+                            f"{shape}.")
     rebuilt = spec.builder(shape, None)
     _copy_weights(trunk, rebuilt, what)
     log.info("%s: rebuilt at input %s (saved at %s), weights copied", what, shape, have)
@@ -383,9 +405,6 @@ def _generic_spec(name, loaded, layer, preprocess, path: Path) -> BackboneSpec:
             f"{', '.join(_layer_names(loaded)[-8:])}.")
     _require_layers(loaded, names, f"Saved model {str(path)!r}")
     preprocess = preprocess or "raw255"
-    if preprocess not in PREPROCESS_MODES:
-        raise BackboneError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}. "
-                            f"Got {preprocess!r}.{_did_you_mean(preprocess, PREPROCESS_MODES)}")
     order = {n: i for i, n in enumerate(_layer_names(loaded))}
     names = sorted(dict.fromkeys(names), key=order.get)
     h, w, c = (loaded.input.shape[1:] + (None,) * 3)[:3]
@@ -416,17 +435,21 @@ def load_backbone(name, weights="none", input_shape=None, layer=None, *, preproc
         try:
             loaded = keras.models.load_model(str(path), compile=False, safe_mode=True)
             kind = "saved_model"
-        except ValueError as e:
+        except (ValueError, OSError, TypeError, KeyError) as e:
             if "No model config" not in str(e):
                 raise BackboneError(f"Could not load {str(path)!r}: {_short_error(e)}") from None
             kind = "weights_file"  # legacy weights-only .h5 (e.g. Keras' *_notop.h5 downloads)
+    if preprocess is not None and preprocess not in PREPROCESS_MODES:
+        raise BackboneError(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}. "
+                            f"Got {preprocess!r}.{_did_you_mean(preprocess, PREPROCESS_MODES)}")
 
     if kind in ("none", "imagenet", "weights_file"):
         spec = get_spec(name)
         shape = _build_shape(spec, input_shape, kind)
         if kind == "imagenet" and spec.own:
-            raise BackboneError(f"{spec.name} is one of cutpoint's own CNNs: there are no ImageNet "
-                                "weights for it. Use weights='self' (train it) or a trained folder.")
+            raise BackboneError(f"{spec.name} is one of cutpoint's own CNNs: there are no "
+                                "ImageNet weights for it. Use weights='self' (train it) or a "
+                                "trained folder.")
         try:
             model = spec.builder(shape, "imagenet" if kind == "imagenet" else None)
         except BackboneError:
@@ -434,8 +457,9 @@ def load_backbone(name, weights="none", input_shape=None, layer=None, *, preproc
         except Exception as e:  # a failed download: say what to do offline
             if kind != "imagenet":
                 raise
-            raise RuntimeError(f"Could not get the ImageNet weights of {spec.name} ({e}). Without "
-                               "a network, pass a local weights file: weights='path/to/x.h5'.") from e
+            raise RuntimeError(f"Could not get the ImageNet weights of {spec.name} ({e}). "
+                               "Without a network, pass a local weights file: "
+                               "weights='path/to/x.h5'.") from e
         if kind == "weights_file":
             _load_weights_file(model, path, spec)
         sha = {"none": "random", "imagenet": "imagenet"}.get(kind) or hash_file(path)
@@ -487,7 +511,7 @@ def load_backbone(name, weights="none", input_shape=None, layer=None, *, preproc
 # --------------------------------------------------------------------------------- cut points
 
 def resolve_cuts(model, spec: BackboneSpec, cuts) -> list[tuple[str, str]]:
-    """Aliases or exact layer names → [(alias, layer name)], shallow → deep; [] = all of spec.cuts."""
+    """Aliases or exact layer names → [(alias, layer name)], shallow → deep; [] = all cuts."""
     if isinstance(cuts, str):
         cuts = [cuts]
     order = {n: i for i, n in enumerate(_layer_names(model))}
@@ -506,8 +530,8 @@ def resolve_cuts(model, spec: BackboneSpec, cuts) -> list[tuple[str, str]]:
                 f"({', '.join(spec.cuts)}) or an exact Keras layer name of the model."
                 f"{_did_you_mean(c, spec.cuts)}{hint}")
         if layer not in order:
-            raise BackboneError(f"Cut point {alias!r} of {spec.name!r} is layer {layer!r}, which this "
-                                f"model does not have.{_did_you_mean(layer, order, 3)}")
+            raise BackboneError(f"Cut point {alias!r} of {spec.name!r} is layer {layer!r}, which "
+                                f"this model does not have.{_did_you_mean(layer, order, 3)}")
         pairs.setdefault(layer, alias)
     return sorted(((a, n) for n, a in pairs.items()), key=lambda p: order[p[1]])
 
@@ -546,8 +570,9 @@ def _pool(t, layer_name: str, pooling: str):
     if pooling == "flatten":
         n = math.prod(t.shape[1:]) if None not in t.shape[1:] else None
         if n is None or n > FLATTEN_WARN:
-            warnings.warn(f"pooling='flatten' at {layer_name!r} gives {n or 'an unknown number of'} "
-                          f"features per image (above {FLATTEN_WARN:,}): slow and memory-hungry "
+            count = n or "an unknown number of"
+            warnings.warn(f"pooling='flatten' at {layer_name!r} gives {count} features per image "
+                          f"(above {FLATTEN_WARN:,}): slow and memory-hungry "
                           "for classical models. 'avg' or 'avgmax' keep one value per channel.",
                           stacklevel=3)
         return L.Flatten(name=f"cut_{layer_name}_flatten")(t)
@@ -614,7 +639,8 @@ def describe_registry(input_size_small: bool = True) -> str:
         native = spec.native_size or "data"
         lines.append("")
         lines.append(f"{spec.name:<16}{spec.family:<14}{f'{native}/{spec.min_size}':<17}"
-                     f"{spec.channels or 'any':<10}{describe_preprocess(spec)} → [{lo:g}, {hi:g}]")
+                     f"{spec.channels or 'any':<10}{describe_preprocess(spec)} "
+                     f"→ [{lo:g}, {hi:g}]")
         for (alias, layer), width in zip(pairs, widths):
             lines.append(f"  {alias:<10} → {layer:<22} → {width}")
         del model

@@ -146,37 +146,38 @@ def write_store(path, names, batches, n_total, start, chunk_rows, progress_desc)
     return row
 
 
-def extract(cfg: dict, run_dir, prepared=None) -> dict:
-    """Embed the experiment's target data at every requested cut point. Returns a summary."""
+def _load_model(cfg, weights, data_shape):
+    """The backbone through the registry, or a saved model outside it (cut at the given layers)."""
     from extract import backbones
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepared or cds.prepare(cfg)
-    target = prepared["target"]
-    seed = cfg["experiment"]["seed"]
-    bcfg, ecfg = cfg["backbone"], cfg["extract"]
-
-    weights = bcfg["weights"]
-    if weights == "self":
-        weights = str(ensure_self_trained(cfg, run_dir, prepared))
-
-    data_shape = target.image_shape
     import keras
-    keras.utils.set_random_seed(seed)  # random-init backbones must be the same on every run
-    model, spec, bprov = backbones.load_backbone(bcfg["name"], weights=weights,
-                                                 input_shape=_input_shape(spec_of(bcfg["name"]),
-                                                                          data_shape, bcfg))
+    keras.utils.set_random_seed(cfg["experiment"]["seed"])  # random init: same on every run
+    name = cfg["backbone"]["name"]
+    if name not in backbones.list_backbones() and str(weights).endswith((".keras", ".h5")) \
+            and not str(weights).endswith(".weights.h5"):
+        return backbones.load_backbone(name, weights=weights, layer=list(cfg["extract"]["cuts"]))
+    shape = backbones.input_shape_for(backbones.get_spec(name), data_shape,
+                                      cfg["backbone"].get("input_size", 0))
+    return backbones.load_backbone(name, weights=weights, input_shape=shape)
+
+
+def plan(cfg: dict, weights: str, prepared: dict) -> dict:
+    """Everything an extraction needs, decided once: model, cuts, row order, provenance, key.
+
+    Deterministic in (cfg, weights, data), so every Dask worker computes the same plan.
+    """
+    from extract import backbones
+
+    target = prepared["target"]
+    bcfg, ecfg = cfg["backbone"], cfg["extract"]
+    data_shape = target.image_shape
+    model, spec, bprov = _load_model(cfg, weights, data_shape)
     cut_pairs = backbones.resolve_cuts(model, spec, list(ecfg["cuts"]))
     layers = [layer for _, layer in cut_pairs]
     pooling = ecfg["pooling"]
-    cut_model = backbones.cut_model(model, layers, pooling)
     widths = backbones.cut_widths(model, layers, pooling)
-    in_h, in_w, in_c = model.input.shape[1:4]
-
+    in_h, in_w, in_c = (int(v) for v in model.input.shape[1:4])
     order = cds.order_by_split(target, ("train", "test"))
-    n = len(order)
-    splits_col = np.asarray(target.split)[order]
     blocks = list(getattr(spec, "blocks", ()) or ())
     cuts_meta = {}
     for (alias, layer), width in zip(cut_pairs, widths):
@@ -185,61 +186,92 @@ def extract(cfg: dict, run_dir, prepared=None) -> dict:
             meta["frozen_blocks"] = blocks.index(layer) + 1
             meta["n_blocks"] = len(blocks)
         cuts_meta[alias] = meta
-
-    key_parts = {
-        "rows": target.source.get("content_hash") or target.source, "split_def": prepared["split_def"],
-        "backbone": bcfg["name"], "weights": bprov.get("weights_sha256", bprov.get("weights")),
-        "input": [int(in_h), int(in_w), int(in_c)], "resize": bcfg["resize_method"],
-        "cuts": cuts_meta, "dtype": ecfg["dtype"],
-    }
-    key = extraction_key(key_parts)
+    key = extraction_key({
+        "rows": target.source.get("content_hash") or target.source,
+        "split_def": prepared["split_def"], "backbone": bcfg["name"],
+        "weights": bprov.get("weights_sha256", bprov.get("weights")),
+        "input": [in_h, in_w, in_c], "resize": bcfg["resize_method"], "cuts": cuts_meta,
+        "dtype": ecfg["dtype"]})
     provenance = {
         "extraction_key": key, "backbone": bcfg["name"], "backbone_info": bprov,
         "weights": weights, "cuts": {a: l for a, l in cut_pairs}, "pooling": pooling,
-        "input_size": [int(in_h), int(in_w), int(in_c)], "data_shape": list(data_shape or []),
+        "input_size": [in_h, in_w, in_c], "data_shape": list(data_shape or []),
         "resize_method": bcfg["resize_method"], "preprocess": spec.preprocess,
         "channels": "repeated gray to RGB" if (in_c == 3 and data_shape and data_shape[-1] == 1)
         else "as is",
         "dataset": cfg["dataset"]["name"], "dataset_source": target.source,
-        "split_def": prepared["split_def"], "seed": seed, "config": cfg,
+        "split_def": prepared["split_def"], "seed": cfg["experiment"]["seed"], "config": cfg,
         "packages": package_versions(), "code_version": code_version(),
     }
-    path = run_dir / "embeddings.h5"
+    return {"model": model, "spec": spec, "cut_model": backbones.cut_model(model, layers, pooling),
+            "cuts_meta": cuts_meta, "input": (in_h, in_w, in_c), "order": order, "key": key,
+            "provenance": provenance, "target": target}
+
+
+def run_rows(p: dict, cfg: dict, path: Path, lo: int, hi: int, extra_provenance=None) -> dict:
+    """Embed rows order[lo:hi] of the plan into the store at `path` (created, resumed or skipped)."""
+    from extract import backbones
+
+    ecfg = cfg["extract"]
+    target, order = p["target"], p["order"][lo:hi]
+    n = len(order)
+    prov = dict(p["provenance"], **(extra_provenance or {}))
     create_kwargs = dict(ids=np.asarray(target.ids)[order], labels=np.asarray(target.labels)[order],
-                         splits=splits_col, class_names=list(target.class_names), cuts=cuts_meta,
-                         provenance=provenance, dtype=ecfg["dtype"],
-                         compression=ecfg["compression"], chunk_rows=ecfg["chunk_rows"])
-    start = _prepare_store(path, key, create_kwargs)
-    summary = {"store": str(path), "rows": n, "cuts": cuts_meta, "extraction_key": key}
+                         splits=np.asarray(target.split)[order],
+                         class_names=list(target.class_names), cuts=p["cuts_meta"],
+                         provenance=prov, dtype=ecfg["dtype"], compression=ecfg["compression"],
+                         chunk_rows=ecfg["chunk_rows"])
+    start = _prepare_store(path, p["key"], create_kwargs)
     t0 = time.perf_counter()
     if start >= n:
-        log.info("%s is up to date (%d rows, cuts %s); nothing to do.", path, n, list(cuts_meta))
-        summary["skipped"] = True
+        log.info("%s is up to date (%d rows, cuts %s); nothing to do.", path, n,
+                 list(p["cuts_meta"]))
     else:
         if start:
             log.info("Resuming %s at row %d of %d.", path, start, n)
+        spec, (in_h, in_w, in_c) = p["spec"], p["input"]
         preprocess = backbones.preprocess_fn(spec)
-        forward = make_forward(cut_model, preprocess, (int(in_h), int(in_w)), int(in_c),
-                               bcfg["resize_method"])
+        forward = make_forward(p["cut_model"], preprocess, (in_h, in_w), in_c,
+                               cfg["backbone"]["resize_method"])
         pipe = image_pipeline(target, order, ecfg["batch_size"], start)
-        checked = []
 
         def batches():
-            for x in pipe:
-                if not checked:
+            for i, x in enumerate(pipe):
+                if i == 0:
                     xx = _tf().cast(x, _tf().float32)
-                    if int(in_c) == 3 and xx.shape[-1] == 1:
+                    if in_c == 3 and xx.shape[-1] == 1:
                         xx = _tf().repeat(xx, 3, axis=-1)
                     _check_range(spec, preprocess, xx)
-                    checked.append(True)
                 yield [o.numpy() for o in forward(x)]
 
-        write_store(path, list(cuts_meta), batches(), n, start, ecfg["chunk_rows"],
-                    f"extract {bcfg['name']}")
-        summary["skipped"] = False
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    summary["images_per_second"] = round((n - start) / max(summary["seconds"], 1e-9), 1)
-    if ecfg.get("pixels", True):
+        write_store(path, list(p["cuts_meta"]), batches(), n, start, ecfg["chunk_rows"],
+                    f"extract {spec.name}")
+    seconds = time.perf_counter() - t0
+    return {"store": str(path), "rows": n, "skipped": start >= n, "seconds": round(seconds, 2),
+            "images_per_second": round((n - min(start, n)) / max(seconds, 1e-9), 1)}
+
+
+def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str = "") -> dict:
+    """Embed the experiment's target data at every requested cut point. Returns a summary.
+
+    workers > 1 (or a Dask scheduler address) shards the rows over Dask workers, each writing its
+    own store, then joins the shards (see `extract.distributed`).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepared or cds.prepare(cfg)
+    weights = cfg["backbone"]["weights"]
+    if weights == "self":
+        weights = str(ensure_self_trained(cfg, run_dir, prepared))
+    path = run_dir / "embeddings.h5"
+    if workers > 1 or scheduler:
+        from extract.distributed import extract_sharded
+        summary = extract_sharded(cfg, run_dir, weights, prepared, path, workers, scheduler)
+    else:
+        p = plan(cfg, weights, prepared)
+        summary = run_rows(p, cfg, path, 0, len(p["order"]))
+        summary.update(cuts=p["cuts_meta"], extraction_key=p["key"])
+    if cfg["extract"].get("pixels", True):
         summary["pixels"] = extract_pixels(cfg, run_dir, prepared)
     (run_dir / "extract.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -262,16 +294,6 @@ def ensure_self_trained(cfg, run_dir, prepared):
         val=(source.images(va), source.labels[va]), cfg_train=cfg["train"],
         out_dir=Path(run_dir) / "backbone", seed=seed, num_classes=len(source.class_names),
         class_names=list(source.class_names))
-
-
-def spec_of(name):
-    from extract import backbones
-    return backbones.get_spec(name)
-
-
-def _input_shape(spec, data_shape, bcfg):
-    from extract import backbones
-    return backbones.input_shape_for(spec, data_shape, bcfg.get("input_size", 0))
 
 
 def extract_pixels(cfg, run_dir, prepared=None) -> dict:

@@ -3,8 +3,8 @@
 Every model starts with a `Rescaling(1/255)` layer named "rescale", so it consumes raw [0, 255]
 pixels and its preprocessing outside the graph is the identity (the "unit" scaling travels inside
 the saved model and cannot be forgotten at extraction time). Layer names are explicit and stable:
-they are the cut points ("block1_pool" … "fc") and the fine-tuning blocks, and they must not depend
-on how many models were built earlier in the session (Keras' auto names do).
+they are the cut points ("block1_pool" … "fc") and the fine-tuning blocks, and they must not
+depend on how many models were built earlier in the session (Keras' auto names do).
 
 `build_trunk` returns the backbone (input → "fc", no classification head); `build_classifier` adds
 the head used for self-training: Dropout "fc_drop" → Dense(num_classes, softmax) "predictions".
@@ -18,6 +18,9 @@ from keras import layers
 FC_UNITS = 128
 FILTERS = (32, 64, 128)
 MIN_SIZE = 8
+# PyTorch's BN momentum (Keras: 0.99): the moving statistics used at inference catch up within
+# tens of steps, so short runs on small sets (tests, label budgets) are not judged with stale stats.
+BN_MOMENTUM = 0.9
 
 
 def _plain_cnn(x):
@@ -33,7 +36,7 @@ def _small_vgg(x):
     for b, f in enumerate(FILTERS, start=1):
         for i in (1, 2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv{i}")(x)
-            x = layers.BatchNormalization(name=f"block{b}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn{i}")(x)
             x = layers.Activation("relu", name=f"block{b}_relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
         x = layers.Dropout(0.25, name=f"block{b}_drop")(x)
@@ -43,20 +46,21 @@ def _small_vgg(x):
 def _small_resnet(x):
     """A 3-stage ResNet (one basic residual unit per stage, stride 2 from stage 2 on)."""
     x = layers.Conv2D(FILTERS[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for b, (f, stride) in enumerate(zip(FILTERS, (1, 2, 2)), start=1):
         shortcut = x
         y = layers.Conv2D(f, 3, strides=stride, padding="same", use_bias=False,
                           name=f"block{b}_conv1")(x)
-        y = layers.BatchNormalization(name=f"block{b}_bn1")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn1")(y)
         y = layers.Activation("relu", name=f"block{b}_relu1")(y)
         y = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv2")(y)
-        y = layers.BatchNormalization(name=f"block{b}_bn2")(y)
+        y = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{b}_bn2")(y)
         if stride != 1 or x.shape[-1] != f:  # projection shortcut where the shape changes
             shortcut = layers.Conv2D(f, 1, strides=stride, use_bias=False,
                                      name=f"block{b}_proj")(x)
-            shortcut = layers.BatchNormalization(name=f"block{b}_proj_bn")(shortcut)
+            shortcut = layers.BatchNormalization(momentum=BN_MOMENTUM,
+                                                 name=f"block{b}_proj_bn")(shortcut)
         x = layers.Add(name=f"block{b}_add")([shortcut, y])
         x = layers.Activation("relu", name=f"block{b}_out")(x)
     return x
@@ -95,7 +99,7 @@ def build_trunk(name: str, input_shape, seed: int | None = None) -> keras.Model:
 
 
 def build_classifier(name: str, input_shape, num_classes: int, seed: int | None = 0) -> keras.Model:
-    """The trunk plus a softmax head: what `extract.train` trains (its "fc" layer is the backbone's)."""
+    """The trunk plus a softmax head: what `extract.train` trains (its "fc" is the backbone's)."""
     if int(num_classes) < 2:
         raise ValueError(f"A classifier needs at least 2 classes. Got num_classes={num_classes!r}.")
     trunk = build_trunk(name, input_shape, seed)

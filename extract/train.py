@@ -42,7 +42,8 @@ def _check_cfg(cfg_train: dict) -> dict:
     augment = [cfg["augment"]] if isinstance(cfg["augment"], str) else list(cfg["augment"])
     bad = [a for a in augment if a not in AUGMENTATIONS]
     if bad:
-        raise ValueError(f"train.augment must be a subset of {list(AUGMENTATIONS)}. Got {augment!r}.")
+        raise ValueError(f"train.augment must be a subset of {list(AUGMENTATIONS)}. "
+                         f"Got {augment!r}.")
     cfg["augment"] = augment
     for key in ("epochs", "batch_size"):
         if int(cfg[key]) < 1:
@@ -74,15 +75,11 @@ def _check_data(x, y, num_classes: int, what: str):
     return x, y.astype(np.int64)
 
 
-def _pipeline(x, y, batch_size: int, augment: list, seed: int, shuffle: bool):
-    """Batched tf.data: shuffle (seeded), uint8 → float32 [0, 255], augmentation, prefetch."""
+def augmentation(augment, seed: int) -> list:
+    """Keras augmentation layers for `augment` ⊂ {shift, flip, zoom}, applied in tf.data (never
+    saved into the model). Shared by self-training and fine-tuning."""
     import keras
-    import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     steps = []
     if "shift" in augment:
         steps.append(keras.layers.RandomTranslation(SHIFT, SHIFT, fill_mode="constant", seed=seed))
@@ -90,6 +87,18 @@ def _pipeline(x, y, batch_size: int, augment: list, seed: int, shuffle: bool):
         steps.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
     if "zoom" in augment:
         steps.append(keras.layers.RandomZoom(ZOOM, fill_mode="constant", seed=seed + 2))
+    return steps
+
+
+def _pipeline(x, y, batch_size: int, augment: list, seed: int, shuffle: bool):
+    """Batched tf.data: shuffle (seeded), uint8 → float32 [0, 255], augmentation, prefetch."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    steps = augmentation(augment, seed)
 
     def prepare(xb, yb):
         xb = tf.cast(xb, tf.float32)
@@ -132,7 +141,6 @@ def train_backbone(name, train, val, cfg_train: dict, out_dir, seed: int, num_cl
     config.json carries the same key (same name, settings, seed and data content).
     """
     from extract.backbones import get_spec
-    from extract.models import build_classifier
 
     spec = get_spec(name)
     if not spec.own:
@@ -156,20 +164,52 @@ def train_backbone(name, train, val, cfg_train: dict, out_dir, seed: int, num_cl
         log.info("reusing the trained %s in %s (key %s)", name, out_dir, key)
         return out_dir
 
-    import keras
-
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    log.info("training %s on %d images (%d validation), key %s", name, len(x_tr), len(x_va), key)
-    keras.utils.set_random_seed(int(seed))
-    model = build_classifier(name, x_tr.shape[1:], num_classes, seed=int(seed))
+    try:
+        _fit(name, cfg, x_tr, y_tr, x_va, y_va, int(seed), num_classes, tmp, verbose, extra={
+            "backbone": name, "train": cfg, "seed": int(seed), "num_classes": num_classes,
+            "class_names": class_names, "data_hash": data_hash, "key": key})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-trained folder behind
+        raise
+    _replace_dir(tmp, out_dir)
+    log.info("trained %s → %s", name, out_dir)
+    return out_dir
+
+
+def _check_replaceable(out_dir: Path):
+    """Only an empty folder or one written by train_backbone may be replaced (never a run dir)."""
+    if not out_dir.exists() or (out_dir.is_dir() and not any(out_dir.iterdir())):
+        return
+    try:
+        ours = "key" in json.loads((out_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{str(out_dir)!r} exists and is not a cutpoint-trained backbone folder "
+                         "(no config.json with a key); refusing to replace it. Pass a new or "
+                         "empty out_dir, e.g. runs/<experiment>/backbone.")
+
+
+def _fit(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp: Path, verbose, extra):
+    """Train into `tmp`: model.keras (best val_loss), history.json, config.json."""
+    import keras
+
+    from extract.models import build_classifier
+
+    log.info("training %s on %d images (%d validation), key %s", name, len(x_tr), len(x_va),
+             extra["key"])
+    keras.utils.set_random_seed(seed)
+    model = build_classifier(name, x_tr.shape[1:], num_classes, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     bs, patience = int(cfg["batch_size"]), int(cfg["patience"])
-    train_ds = _pipeline(x_tr, y_tr, bs, cfg["augment"], int(seed), shuffle=True)
-    val_ds = _pipeline(x_va, y_va, bs, [], int(seed), shuffle=False)
+    train_ds = _pipeline(x_tr, y_tr, bs, cfg["augment"], seed, shuffle=True)
+    val_ds = _pipeline(x_va, y_va, bs, [], seed, shuffle=False)
     callbacks = [
         keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, patience // 2),
@@ -182,26 +222,22 @@ def train_backbone(name, train, val, cfg_train: dict, out_dir, seed: int, num_cl
     ]
     t0 = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=int(cfg["epochs"]),
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)  # ds shuffles
     seconds = time.perf_counter() - t0
     val_loss, val_acc = model.evaluate(val_ds, verbose=0)  # the restored best weights
     model.save(tmp / "model.keras")
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     (tmp / "history.json").write_text(json.dumps(hist, indent=2))
     config = {
-        "backbone": name, "train": cfg, "seed": int(seed), "num_classes": num_classes,
-        "class_names": class_names, "input_shape": list(x_tr.shape[1:]),
-        "n_train": len(x_tr), "n_val": len(x_va), "data_hash": data_hash, "key": key,
+        **extra, "input_shape": list(x_tr.shape[1:]), "n_train": len(x_tr), "n_val": len(x_va),
         "val_accuracy": float(val_acc), "val_loss": float(val_loss),
         "epochs_run": len(hist.get("loss", [])), "train_seconds": round(seconds, 2),
         "params": int(model.count_params()), "code_version": code_version(),
         "packages": package_versions(),
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    _replace_dir(tmp, out_dir)
-    log.info("trained %s: val accuracy %.4f after %d epochs (%.1f s) → %s", name, val_acc,
-             config["epochs_run"], seconds, out_dir)
-    return out_dir
+    log.info("trained %s: val accuracy %.4f after %d epochs (%.1f s)", name, val_acc,
+             config["epochs_run"], seconds)
 
 
 def _own_names():

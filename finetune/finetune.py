@@ -2,10 +2,14 @@
 
 Depth k = the number of top blocks unfrozen, by whole blocks (the registry's block ends), never
 cutting through one. k = 0 trains only a new head on the frozen backbone; k = n_blocks unfreezes
-everything. Following the Keras transfer-learning guide, the backbone is called with
-`training=False`, so BatchNorm keeps its moving statistics (inference mode) even when its weights
-are unfrozen; the head is trained first, then the unfrozen blocks at a lower learning rate, with a
-recompile after every change of `trainable`. Scratch = same architecture, random init, every
+everything. BatchNorm stays in inference mode (its moving statistics are never updated): the Keras
+transfer-learning guide's `base(x, training=False)` is not enough in Keras 3.15, whose functional
+models pass the outer `fit`'s training=True down to nested models over an explicit False
+(keras/src/models/functional.py, `operation_fn`). What does hold is BatchNormalization's own rule,
+"batch statistics only if training and trainable", so BN layers stay `trainable = False` at every
+depth (their scale and offset stay frozen too, like timm's FrozenBatchNorm). The head is trained
+first, then the unfrozen blocks at a lower learning rate, with a recompile after every change of
+`trainable`. Scratch = same architecture, random init, every
 layer trainable and BatchNorm in training mode (frozen statistics would never be learnt).
 """
 from __future__ import annotations
@@ -44,31 +48,21 @@ def parse_depths(requested, n_blocks: int) -> list:
     return list(dict.fromkeys(out))
 
 
-def block_layers(base, blocks) -> list[list]:
-    """Split the backbone's layers into blocks at the registry's block ends (input layer excluded)."""
-    names = [layer.name for layer in base.layers]
-    missing = [b for b in blocks if b not in names]
-    if missing:
-        raise DepthError(f"Block ends {missing} are not layers of {base.name!r}; the registry entry "
-                         "and the model disagree.")
-    ends = [names.index(b) for b in blocks]
-    groups, start = [], 0
-    for i, end in enumerate(ends):
-        stop = len(base.layers) - 1 if i == len(ends) - 1 else end
-        groups.append(base.layers[start:stop + 1])
-        start = stop + 1
-    return groups
+def set_depth(base, spec, k: int) -> None:
+    """Unfreeze exactly the top k blocks of `base` (and freeze the rest); BatchNorm stays frozen."""
+    import keras
 
+    from extract.backbones import block_layers
 
-def set_depth(base, blocks, k: int) -> None:
-    """Unfreeze exactly the top k blocks of `base` (and freeze the rest)."""
-    groups = block_layers(base, blocks)
+    groups = block_layers(base, spec)
     if not 0 <= k <= len(groups):
         raise DepthError(f"Depth {k} is out of range: the backbone has {len(groups)} blocks.")
     base.trainable = True
     for i, group in enumerate(groups):
-        for layer in group:
-            layer.trainable = i >= len(groups) - k
+        for name in group:
+            layer = base.get_layer(name)
+            layer.trainable = (i >= len(groups) - k
+                               and not isinstance(layer, keras.layers.BatchNormalization))
 
 
 def trainable_count(model) -> int:
@@ -94,17 +88,21 @@ def _compile(model, lr):
                   metrics=["accuracy"])
 
 
-def _fit(model, train_ds, val_ds, epochs, patience):
+def _fit(model, train_ds, val_ds, epochs, patience, what=""):
     import keras
     if epochs <= 0:
         return {}
     cb = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                        restore_best_weights=True)]
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cb, verbose=0)
+                                        restore_best_weights=True),
+          keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
+              "%s epoch %d: %s", what, epoch + 1,
+              ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())))]
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cb, verbose=0,
+                     shuffle=False)  # the tf.data pipeline shuffles
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
 
-def train_at_depth(base, blocks, depth, num_classes, train_ds, val_ds, fcfg, seed):
+def train_at_depth(base, spec, depth, num_classes, train_ds, val_ds, fcfg, seed):
     """Train one baseline. Returns (model, history, epochs_run, trainable_params)."""
     import keras
 
@@ -114,18 +112,20 @@ def train_at_depth(base, blocks, depth, num_classes, train_ds, val_ds, fcfg, see
         model = build_model(base, num_classes, seed, bn_inference=False)
         base.trainable = True
         _compile(model, fcfg["learning_rate"])
-        history["scratch"] = _fit(model, train_ds, val_ds,
-                                  fcfg["head_epochs"] + fcfg["epochs"], fcfg["patience"])
+        history["scratch"] = _fit(model, train_ds, val_ds, fcfg["head_epochs"] + fcfg["epochs"],
+                                  fcfg["patience"], "scratch")
     else:
         model = build_model(base, num_classes, seed, bn_inference=True)
-        set_depth(base, blocks, 0)
+        set_depth(base, spec, 0)
         _compile(model, fcfg["learning_rate"])  # recompile after every change of `trainable`
         head_epochs = fcfg["head_epochs"] + (fcfg["epochs"] if depth == 0 else 0)
-        history["head"] = _fit(model, train_ds, val_ds, head_epochs, fcfg["patience"])
+        history["head"] = _fit(model, train_ds, val_ds, head_epochs, fcfg["patience"],
+                               f"k={depth} head")
         if depth > 0:
-            set_depth(base, blocks, depth)
+            set_depth(base, spec, depth)
             _compile(model, fcfg["finetune_learning_rate"])
-            history["finetune"] = _fit(model, train_ds, val_ds, fcfg["epochs"], fcfg["patience"])
+            history["finetune"] = _fit(model, train_ds, val_ds, fcfg["epochs"], fcfg["patience"],
+                                       f"k={depth} fine-tune")
     epochs = sum(len(h.get("loss", [])) for h in history.values())
     return model, history, epochs, trainable_count(model)
 

@@ -25,7 +25,7 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
     from extract.train import augmentation
 
     h, w, c = input_shape
-    aug = augmentation(augment, seed) if augment else None
+    steps = augmentation(augment, seed)
     pre = preprocess_fn(spec)
 
     def prep(xb, yb):
@@ -34,8 +34,8 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
             xb = tf.repeat(xb, 3, axis=-1)
         if tuple(xb.shape[1:3]) != (h, w):
             xb = tf.clip_by_value(tf.image.resize(xb, (h, w)), 0.0, 255.0)
-        if aug is not None:
-            xb = aug(xb, training=True)
+        for layer in steps:
+            xb = layer(xb, training=True)
         return pre(xb), yb
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
@@ -48,7 +48,7 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
 def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     """Run every requested depth not already in the results table. Returns the new rows."""
     from extract import backbones
-    from extract.extractor import _input_shape, ensure_self_trained
+    from extract.extractor import ensure_self_trained
 
     run_dir = Path(run_dir)
     fcfg, bcfg, seed = cfg["finetune"], cfg["backbone"], cfg["experiment"]["seed"]
@@ -58,7 +58,7 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
     spec = backbones.get_spec(bcfg["name"])
-    input_shape = _input_shape(spec, target.image_shape, bcfg)
+    input_shape = backbones.input_shape_for(spec, target.image_shape, bcfg.get("input_size", 0))
     _, _, bprov = backbones.load_backbone(bcfg["name"], weights=weights, input_shape=input_shape)
     blocks = list(spec.blocks)
     todo = parse_depths(depths if depths is not None else fcfg["depths"], len(blocks))
@@ -91,10 +91,12 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         base, _, _ = backbones.load_backbone(bcfg["name"], input_shape=input_shape,
                                              weights="none" if depth == "scratch" else weights)
         t0 = time.perf_counter()
-        model, history, epochs, n_trainable = train_at_depth(base, blocks, depth, n_classes,
+        model, history, epochs, n_trainable = train_at_depth(base, spec, depth, n_classes,
                                                              train_ds, val_ds, fcfg, seed)
         fit_s = time.perf_counter() - t0
         proba, pred_s = timed_predict(model, test_ds)
+        proba = proba.astype(np.float64)
+        proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows drift from 1 by ~1e-7
         y_pred = proba.argmax(1)
         m = classification_metrics(y[test_idx], y_pred, proba=proba, labels=np.arange(n_classes),
                                    class_names=list(target.class_names),

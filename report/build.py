@@ -59,7 +59,10 @@ def load_predictions(run_dir, row, class_names=()) -> Predictions | None:
         z = np.load(path, allow_pickle=True)
         arrays = {k: z[k] for k in z.files}
     proba = arrays.get("proba")
-    proba = proba.astype(np.float64) if proba is not None and proba.ndim == 2 and proba.shape[1] else None
+    if proba is not None and proba.ndim == 2 and proba.shape[1]:
+        proba = proba.astype(np.float64)
+    else:
+        proba = None  # (n, 0): the model gives no probabilities (e.g. a linear SVM)
     classes = np.asarray(arrays.get("classes", []))
     names = list(class_names)
     if proba is None:
@@ -70,7 +73,8 @@ def load_predictions(run_dir, row, class_names=()) -> Predictions | None:
         labels = np.array([names.index(str(c)) for c in classes])
     else:
         labels = np.arange(proba.shape[1])
-    return Predictions(np.asarray(arrays["ids"]).astype(str), np.asarray(arrays["y_true"]).astype(int),
+    return Predictions(np.asarray(arrays["ids"]).astype(str),
+                       np.asarray(arrays["y_true"]).astype(int),
                        np.asarray(arrays["y_pred"]).astype(int), proba, labels)
 
 
@@ -209,8 +213,10 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     best = {s: best_of(rows, s) for s in ("classical", "finetune", "scratch")}
     preds = {s: load_predictions(run_dir, r, names) for s, r in best.items() if r}
 
-    md = [f"# cutpoint report — {cfg['experiment']['name']}", "",
-          f"Dataset `{cfg['dataset']['name']}` (target classes {cfg['dataset']['target_classes'] or 'all'}), "
+    title = f"cutpoint report — {cfg['experiment']['name']}"
+    d = cfg["dataset"]
+    md = [f"# {title}", "",
+          f"Dataset `{d['name']}` (target classes {d['target_classes'] or 'all'}), "
           f"backbone `{cfg['backbone']['name']}` (weights `{cfg['backbone']['weights']}`), "
           f"{len(rows)} runs. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by "
           f"cutpoint {code_version()}.", ""]
@@ -243,7 +249,7 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     path = out / "report.md"
     text = "\n".join(md).rstrip() + "\n"
     path.write_text(text)
-    (out / "report.html").write_text(to_html(text, f"cutpoint report — {cfg['experiment']['name']}"))
+    (out / "report.html").write_text(to_html(text, title))
     return path
 
 
@@ -275,7 +281,8 @@ def mcnemar_section(best, tests) -> list:
            "| test | p-value |", "|---|---|---|---|---|---|---|---|"]
     for a, b, res, note in tests:
         if res is None:
-            md.append(f"| {_who(a)} | {_who(b)} | – | – | – | – | – | not computed: {note} |")
+            md.append(f"| {_who(a)} | {_who(b)} | – | – | – | – | – "
+                      f"| not computed: {note} |")
         else:
             md.append(f"| {_who(a)} | {_who(b)} | {res['n']:,} | "
                       f"{res['b']} | {res['c']} | {res['statistic']:.3f} | "
@@ -305,14 +312,16 @@ def summary(rows, best, tests) -> str:
     test = next((t for t in tests if t[0] is fz and t[1] is ft), None) if fz and ft else None
     if fz and ft:
         gap = 100 * (ft["accuracy"] - fz["accuracy"])
-        who = "fine-tuning is ahead" if gap > 0 else "frozen features are ahead" if gap < 0 else "they tie"
+        who = ("fine-tuning is ahead" if gap > 0 else
+               "frozen features are ahead" if gap < 0 else "they tie")
         text = f"The gap is {gap:+.2f} points ({who})"
         if test and test[2]:
             p = test[2]["p_value"]
             text += (f"; McNemar p = {fp(p)}, so the difference is "
                      f"{'significant' if p < ALPHA else 'not significant'} at the 5 % level.")
         else:
-            text += "; no paired test was possible (" + (test[3] if test else "no predictions") + ")."
+            why = test[3] if test else "no predictions"
+            text += f"; no paired test was possible ({why})."
         out.append(text)
     if sc and (ft or fz):
         ref = ft or fz
@@ -336,7 +345,7 @@ def summary(rows, best, tests) -> str:
 
 
 def depth_trend(rows) -> str:
-    """How the best classical model's accuracy moves with the cut point (Yosinski's frozen curve)."""
+    """How the best classical model's accuracy moves with the cut (Yosinski's frozen curve)."""
     fz = best_of(rows, "classical")
     if not fz or fz.get("frozen_blocks") is None:
         return ""
@@ -360,8 +369,8 @@ def best_models_section(out, best, preds, names) -> list:
     from sklearn.metrics import f1_score
     md = ["## Best models: confusion matrices and per-class F1", ""]
     present = [p for p in preds.values() if p is not None]
-    labs = (list(range(len(names))) if names else
-            sorted(set().union(*(set(p.y_true.tolist()) | set(p.y_pred.tolist()) for p in present))))
+    seen = set().union(*(set(p.y_true.tolist()) | set(p.y_pred.tolist()) for p in present))
+    labs = list(range(len(names))) if names else sorted(seen)
     shown = _names(labs, names)
     f1s = {}
     for stage, title in (("classical", "best frozen"), ("finetune", "best fine-tuned"),
@@ -400,8 +409,8 @@ def galleries_section(out, cfg, best, preds, names, images_for_ids, log) -> list
             images_for_ids = dataset_images(cfg)
         except Exception as e:  # any failure to load data only costs the galleries
             log(f"report: no galleries, the dataset could not be loaded: {e}")
-            return md + [f"No galleries: the dataset `{cfg['dataset']['name']}` could not be loaded "
-                         f"to show the images ({type(e).__name__}: {e}).", ""]
+            return md + [f"No galleries: the dataset `{cfg['dataset']['name']}` could not be "
+                         f"loaded to show the images ({type(e).__name__}: {e}).", ""]
     for stage, title in todo:
         r, p = best[stage], preds[stage]
         p_pred, margin = p.confidence()
@@ -419,8 +428,8 @@ def galleries_section(out, cfg, best, preds, names, images_for_ids, log) -> list
             except Exception as e:
                 md += [f"*{title}*: images unavailable ({type(e).__name__}: {e}).", ""]
                 continue
-            caps = [f"true: {_names([p.y_true[i]], names)[0]}\npred: {_names([p.y_pred[i]], names)[0]}"
-                    f"\np={p_pred[i]:.2f}" for i in idx]
+            true, pred = _names(p.y_true[idx], names), _names(p.y_pred[idx], names)
+            caps = [f"true: {t}\npred: {q}\np={p_pred[i]:.2f}" for t, q, i in zip(true, pred, idx)]
             png = f"gallery_{stage}_{key}.png"
             plots.gallery(images, caps, out / png, f"{title} — {describe(r)}: {what}",
                           wrong=p.y_pred[idx] != p.y_true[idx])

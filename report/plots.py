@@ -42,7 +42,8 @@ def accuracy_vs_depth(rows, path, title="Test accuracy vs frozen blocks (Yosinsk
     (e.g. two poolings) the best is drawn: the figure answers "how well can you do at depth n".
     """
     fig, ax = plt.subplots(figsize=(8, 5))
-    classical = [r for r in rows if r["stage"] == "classical" and r.get("frozen_blocks") is not None]
+    placed = [r for r in rows if r.get("frozen_blocks") is not None]
+    classical = [r for r in placed if r["stage"] == "classical"]
     backbones = {r.get("backbone") for r in classical}
     lines: dict = {}
     for r in classical:
@@ -59,8 +60,7 @@ def accuracy_vs_depth(rows, path, title="Test accuracy vs frozen blocks (Yosinsk
         ax.errorbar([p["frozen_blocks"] for p in pts], [p["accuracy"] for p in pts],
                     yerr=_yerr(pts), marker=markers[i % len(markers)], capsize=3, lw=1.2,
                     alpha=0.85, label=f"frozen + {name}")
-    ft = sorted((r for r in rows if r["stage"] == "finetune" and r.get("frozen_blocks") is not None),
-                key=lambda r: r["frozen_blocks"])
+    ft = sorted((r for r in placed if r["stage"] == "finetune"), key=lambda r: r["frozen_blocks"])
     if ft:
         ax.errorbar([r["frozen_blocks"] for r in ft], [r["accuracy"] for r in ft], yerr=_yerr(ft),
                     color=STAGE_COLORS["finetune"], marker="s", lw=2.5, capsize=4,
@@ -111,7 +111,9 @@ def cost(rows, path, title="Accuracy vs training cost"):
     ax.set_xscale("log")
     ax.set_xlabel("fit wall time (s, log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title(title + (f"\nmarker area ~ trainable parameters (largest {pmax:,})" if params else ""))
+    if params:
+        title += f"\nmarker area ~ trainable parameters (largest {pmax:,})"
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     if timed:
         legend = ax.legend(fontsize=8, loc="lower right")

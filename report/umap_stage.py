@@ -34,7 +34,7 @@ def _import_umap():
     """`import umap` pulls in TensorFlow for ParametricUMAP (≈ 5 s); we only need `UMAP`.
 
     Marking `umap.parametric_umap` as unimportable for the duration of the import makes umap
-    skip it (it catches the ImportError); when TensorFlow is already loaded there is nothing to save.
+    skip it (it catches the ImportError); with TensorFlow already loaded there is nothing to save.
     """
     if "umap" in sys.modules or "tensorflow" in sys.modules:
         import umap
@@ -257,7 +257,8 @@ def export_projector(run_dir, cut, split="test", store_name="embeddings", chunk=
     names = store.class_names(path)
     lo, hi = store.splits(path).get(split, (None, None))
     if lo is None:
-        raise ValueError(f"Unknown split {split!r} in {path}. Available: {list(store.splits(path))}.")
+        raise ValueError(f"Unknown split {split!r} in {path}. "
+                         f"Available: {list(store.splits(path))}.")
     out = run_dir / "projector"
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{safe_name(store_name)}_{safe_name(cut)}_{safe_name(split)}"

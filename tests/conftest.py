@@ -11,3 +11,21 @@ os.environ["CUTPOINT_OFFLINE"] = "1"
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def write_toy_npz(path, n_train=96, n_test=32, size=16, n_classes=4, seed=0):
+    """A tiny learnable image set: noise plus one bright quadrant per class (uint8, 1 channel)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y_tr, y_te = rng.integers(0, n_classes, n_train), rng.integers(0, n_classes, n_test)
+
+    def imgs(y):
+        x = rng.integers(0, 60, (len(y), size, size, 1))
+        for i, c in enumerate(y):
+            r, q = divmod(int(c) % 4, 2)
+            x[i, r * size // 2:(r + 1) * size // 2, q * size // 2:(q + 1) * size // 2] += 150
+        return x.astype(np.uint8)
+
+    np.savez(path, x_train=imgs(y_tr), y_train=y_tr, x_test=imgs(y_te), y_test=y_te)
+    return path

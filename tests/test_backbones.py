@@ -13,7 +13,7 @@ NAMES = bb.list_backbones()
 
 
 def small_shape(spec):
-    """The smallest cheap valid input: 16 px gray for own CNNs, the minimum size for applications."""
+    """The smallest cheap valid input: 16 px gray for own CNNs, the minimum size for apps."""
     return (16, 16, 1) if spec.own else (spec.min_size, spec.min_size, 3)
 
 
@@ -102,8 +102,8 @@ def test_family_preprocessing():
     tf_mode = np.asarray(bb.preprocess_fn(bb.get_spec("mobilenet_v2"))(px)).ravel()
     np.testing.assert_allclose(tf_mode, [1.0, -1.0, 10 / 127.5 - 1], rtol=1e-5)
     torch = np.asarray(bb.preprocess_fn(bb.get_spec("densenet121"))(px)).ravel()
-    np.testing.assert_allclose(torch, [(1 - .485) / .229, (0 - .456) / .224, (10 / 255 - .406) / .225],
-                               rtol=1e-4)
+    want = [(1 - .485) / .229, (0 - .456) / .224, (10 / 255 - .406) / .225]
+    np.testing.assert_allclose(torch, want, rtol=1e-4)
     eff = np.asarray(bb.preprocess_fn(bb.get_spec("efficientnet_b0"))(px))
     np.testing.assert_array_equal(eff, px)  # rescaling lives in EfficientNet's graph
     own = bb.get_spec("small_vgg")
@@ -178,6 +178,16 @@ def test_weights_file_round_trip_gives_identical_embeddings(tmp_path):
     assert not np.allclose(fresh[-1], a[-1])  # the file really carried weights
     assert prov["weights"] == str(path) and prov["weights_sha256"] == hash_file(path)
     assert prov["weights_kind"] == "weights_file" and prov["layers"] == spec.cuts
+
+
+def test_classifier_weights_file_loads_into_its_backbone(tmp_path):
+    clf = build_classifier("small_resnet", (16, 16, 3), num_classes=3, seed=2)
+    path = tmp_path / "clf.weights.h5"
+    clf.save_weights(str(path))
+    model, _, _ = bb.load_backbone("small_resnet", str(path), input_shape=(16, 16, 3))
+    x = rand_images((16, 16, 3), n=2)
+    fc = keras.Model(clf.input, clf.get_layer("fc").output)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(fc(x)), rtol=1e-5, atol=1e-6)
 
 
 def test_mismatched_weights_file_gives_a_clear_error(tmp_path):

@@ -3,23 +3,12 @@ import numpy as np
 import pytest
 
 from cutpoint import config
+from conftest import write_toy_npz
 from embeddings import store
 
 
-def _npz(tmp_path, n_train=96, n_test=32, size=16, seed=0):
-    rng = np.random.default_rng(seed)
-    y_tr, y_te = rng.integers(0, 4, n_train), rng.integers(0, 4, n_test)
-
-    def imgs(y):
-        x = rng.integers(0, 60, (len(y), size, size, 1))
-        for i, c in enumerate(y):  # a bright quadrant per class: learnable, not trivial
-            r, q = divmod(int(c), 2)
-            x[i, r * size // 2:(r + 1) * size // 2, q * size // 2:(q + 1) * size // 2] += 150
-        return x.astype(np.uint8)
-
-    path = tmp_path / "toy.npz"
-    np.savez(path, x_train=imgs(y_tr), y_train=y_tr, x_test=imgs(y_te), y_test=y_te)
-    return path
+def _npz(tmp_path):
+    return write_toy_npz(tmp_path / "toy.npz")
 
 
 def _cfg(tmp_path, *sets):
@@ -109,3 +98,23 @@ def test_bad_cut_name_is_a_clear_error(tmp_path):
     from extract.extractor import extract
     with pytest.raises(ValueError, match="block2"):
         extract(_cfg(tmp_path, "extract.cuts=[\"blokc2\"]"), tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_dask_sharded_extraction_equals_single_process(tmp_path):
+    from extract.backbones import load_backbone
+    from extract.extractor import extract
+    with pytest.raises(ValueError, match="same weights on every worker"):
+        extract(_cfg(tmp_path, "extract.pixels=false"), tmp_path / "refused", workers=2)
+    model, _, _ = load_backbone("small_vgg", weights="none", input_shape=(16, 16, 1))
+    model.save_weights(tmp_path / "init.weights.h5")
+    cfg = _cfg(tmp_path, "extract.pixels=false", f"backbone.weights={tmp_path / 'init.weights.h5'}")
+    single = extract(cfg, tmp_path / "single")
+    sharded = extract(cfg, tmp_path / "sharded", workers=2)
+    assert len(sharded["shards"]) == 2 and not list((tmp_path / "sharded" / "shards").glob("*.h5"))
+    a, b = tmp_path / "single" / "embeddings.h5", tmp_path / "sharded" / "embeddings.h5"
+    assert store.read_samples(a)["ids"].tolist() == store.read_samples(b)["ids"].tolist()
+    assert store.provenance(b)["extraction_key"] == single["extraction_key"]
+    for cut, X in _all(a).items():
+        np.testing.assert_allclose(_all(b)[cut], X, rtol=1e-4, atol=1e-5)
+    assert extract(cfg, tmp_path / "sharded", workers=2)["skipped"]

@@ -179,7 +179,8 @@ def test_mcnemar_section_matches_a_paired_test_aligned_by_id(run):
     run_dir, _, _, md = run
     rows = results.read(run_dir / "results.csv")
     key = lambda r: (-r["accuracy"], r["fit_seconds"], r["method"], r["cut"])  # noqa: E731
-    best = {s: min((r for r in rows if r["stage"] == s), key=key) for s in ("classical", "finetune")}
+    best = {s: min((r for r in rows if r["stage"] == s), key=key)
+            for s in ("classical", "finetune")}
     a, b = (np.load(run_dir / best[s]["predictions"]) for s in ("classical", "finetune"))
     order = np.argsort(b["ids"])[np.searchsorted(b["ids"], a["ids"], sorter=np.argsort(b["ids"]))]
     expected = mcnemar(a["y_true"], a["y_pred"], b["y_pred"][order])
@@ -214,7 +215,8 @@ def test_umap_round_trips_through_the_store_and_rerun_is_a_no_op(run):
         assert coords.shape == (N_TEST, 2) and np.isfinite(coords).all()
         assert params == e["params"] and params["random_state"] == 0 and params["n_jobs"] == 1
         assert "single-threaded" in params["threading"]
-        before[(e["store"], e["cut"])] = (coords, (run_dir / "report" / e["png"]).stat().st_mtime_ns)
+        mtime = (run_dir / "report" / e["png"]).stat().st_mtime_ns
+        before[(e["store"], e["cut"])] = (coords, mtime)
     # The marked mistakes are those of the best classical model at that cut.
     rows = results.read(run_dir / "results.csv")
     e = next(e for e in entries if e["cut"] == "block1")
