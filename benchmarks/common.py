@@ -109,3 +109,8 @@ def npz_config(npz_path, backbone: str, px: int, *sets):
 def quiet_tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def doc_method(doc: str) -> str:
+    """A module docstring minus its title line, as one paragraph (the section's 'Method')."""
+    return " ".join(doc.split("\n", 1)[1].split())

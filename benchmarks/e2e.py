@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, doc_method
 
 DEFAULT_RUN = ROOT / "runs" / "default"
 
@@ -87,5 +87,5 @@ def recorded() -> dict:
 
 def run(sizes: dict, ctx: dict) -> dict:
     out = measured(sizes) if ctx.get("e2e") else recorded()
-    out["method"] = __doc__.split("\n", 1)[1].strip().replace("\n", " ")
+    out["method"] = doc_method(__doc__)
     return out

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, npz_config, quiet_tf, target, write_npz
+from benchmarks.common import ROOT, doc_method, npz_config, quiet_tf, target, write_npz
 
 GOAL_RATIO = 1.1
 
@@ -86,7 +86,7 @@ def run(sizes: dict, ctx: dict) -> dict:
     ds_growth = big["dataset_mb"] - small["dataset_mb"]
     work_ratio = ((big["peak_above_imports_mb"] - big["dataset_mb"])
                   / max(small["peak_above_imports_mb"] - small["dataset_mb"], 1e-9))
-    return {"method": __doc__.split("\n", 1)[1].strip().replace("\n", " "), "rows": rows,
+    return {"method": doc_method(__doc__), "rows": rows,
             "targets": targets,
             "summary": {"total_ratio": total_ratio, "ratio_minus_dataset": net_ratio,
                         "ratio_above_imports_minus_dataset": work_ratio,

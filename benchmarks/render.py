@@ -26,7 +26,7 @@ def fmt(v) -> str:
         if a >= 10:
             return f"{v:.1f}"
         if a >= 0.01:
-            return f"{v:.3g}"
+            return f"{v:#.3g}"
         return f"{v:.2e}"
     if isinstance(v, dict):
         return ", ".join(f"{k}: {fmt(x)}" for k, x in v.items())

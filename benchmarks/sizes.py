@@ -2,7 +2,8 @@
 
 The full sizes are chosen so `make bench` finishes in about 25 minutes on 2 cores: extraction is
 timed for a few seconds per setting (not a fixed image count), and each classifier x width gets a
-time budget (the classical section shrinks the training rows when a pilot run predicts more).
+time budget (the classical section grows the training rows from a pilot only while the predicted
+time fits; see classifiers.py).
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ FULL = {
     "memory": {"backbone": "small_vgg", "px": 28, "channels": 1, "n": 10000, "factor": 6},
     "hdf5": {"backbone": "small_vgg", "px": 28, "channels": 1, "n_images": 4096,
              "target_mb": 160, "chunk_rows": 4096},
+    # 6 classifiers x 3 widths share ~11 minutes; a cell that is fast leaves time to the others.
     "classical": {"dims": [128, 1280, 2048], "n_train": 30000, "n_test": 5000, "n_classes": 10,
-                  "cell_budget_s": 30.0, "pilot_rows": 2000, "n_jobs": 2},
+                  "pilot_rows": 500, "cell_budget_s": 60.0, "section_budget_s": 660.0,
+                  "min_cell_s": 15.0, "min_first_step_s": 45.0, "n_jobs": 2},
     "e2e": {"timeout_s": 3600},
 }
 
@@ -55,7 +58,8 @@ QUICK = {
     "hdf5": {"backbone": "small_vgg", "px": 16, "channels": 1, "n_images": 64,
              "target_mb": 1, "chunk_rows": 256},
     "classical": {"dims": [8, 16], "n_train": 240, "n_test": 60, "n_classes": 3,
-                  "cell_budget_s": 20.0, "pilot_rows": 0, "n_jobs": 1,
+                  "pilot_rows": 120, "cell_budget_s": 20.0, "section_budget_s": 60.0,
+                  "min_cell_s": 5.0, "min_first_step_s": 60.0, "n_jobs": 1,
                   "classifiers": ["logreg", "knn"]},
     "e2e": {"timeout_s": 3600},
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, quiet_tf, synthetic_images
+from benchmarks.common import ROOT, doc_method, quiet_tf, synthetic_images
 
 DEFAULT_STORE = ROOT / "runs" / "default" / "embeddings.h5"
 
@@ -90,7 +90,7 @@ def run(sizes: dict, ctx: dict) -> dict:
                              "create_seconds": r["create_seconds"]})
                 path.unlink()
     widths = {c: int(m.shape[1]) for c, m in mats.items()}
-    return {"method": __doc__.split("\n", 1)[1].strip().replace("\n", " "), "rows": rows,
+    return {"method": doc_method(__doc__), "rows": rows,
             "notes": [f"Embeddings: {source}; cuts and widths {widths}; tiled to {n} rows "
                       f"({raw_mb:.0f} MB as float32); chunk_rows {sizes['chunk_rows']}. "
                       "read_mb_per_s: store.read of every cut back into float32 (page cache)."]}

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import npz_config, quiet_tf, target, write_npz
+from benchmarks.common import doc_method, npz_config, quiet_tf, target, write_npz
 
 GOAL_PER_CUT = 0.85
 
@@ -101,7 +101,7 @@ def run(sizes: dict, ctx: dict) -> dict:
                                       ratio, GOAL_PER_CUT * k, unit="x faster"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"method": __doc__.split("\n", 1)[1].strip().replace("\n", " "),
+    return {"method": doc_method(__doc__),
             "rows": rows, "targets": targets,
             "notes": [f"Best of {sizes['repeats']} repeat(s) of each, after one untimed warm-up "
                       "extraction; random weights; synthetic images stored at the input size "

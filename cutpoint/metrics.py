@@ -21,7 +21,8 @@ def bootstrap_accuracy_ci(correct, n_boot: int = 1000, seed: int = 0, level: flo
     correct = np.asarray(correct, dtype=np.float64).ravel()
     n = len(correct)
     if n == 0:
-        raise ValueError("Cannot bootstrap an accuracy from 0 samples. Got an empty prediction set.")
+        raise ValueError("Cannot bootstrap an accuracy from 0 samples. Got an empty prediction "
+                         "set.")
     if n_boot <= 0:
         acc = float(correct.mean())
         return acc, acc

@@ -504,7 +504,9 @@ def read(path, cut, split=None, rows=None, dtype=np.float32, *, allow_partial=Fa
                                  f"{ds.shape[0]} rows written. Resume the extraction (`make "
                                  "extract`), or pass allow_partial=True to read the written rows.")
             hi = max(lo, min(hi, done))
-        X = ds[lo:hi] if dtype is None else ds.astype(np.dtype(dtype))[lo:hi]
+        X = ds[lo:hi]  # numpy converts float16 ~10x faster than h5py's astype() view
+        if dtype is not None and X.dtype != np.dtype(dtype):
+            X = X.astype(dtype)
         y = f["samples/label"][lo:hi]
         ids = f["samples/id"].asstr()[lo:hi]
     return X, y, np.asarray(ids, dtype=object)

@@ -33,23 +33,25 @@ def _tf():
     return tf
 
 
-def image_pipeline(dataset, order, batch_size, start=0):
+def image_pipeline(dataset, order, batch_size, start=0, size=None):
     """tf.data over row batches: parallel decode (folder images decode in PIL threads), prefetch.
 
-    Only `batch_size` images per in-flight batch are in memory, so memory stays flat as the
-    dataset grows. Yields uint8 batches in row order (deterministic).
+    Only a few batches are in memory at a time, so memory stays flat as the dataset grows. Yields
+    uint8 batches in row order (deterministic). Images of different sizes (folders) are resized
+    to `size` while decoding.
     """
     tf = _tf()
     order = np.asarray(order)
     starts = np.arange(start, len(order), batch_size, dtype=np.int64)
-    shape = dataset.image_shape
-    if shape is None:
-        raise ValueError(f"Dataset {dataset.name!r} has images of different sizes; extraction "
-                         "resizes them to the backbone's input size, so pass input_size.")
+    size = None if dataset.image_shape is not None else size
+    if dataset.image_shape is None and size is None:
+        raise ValueError(f"Dataset {dataset.name!r} has images of different sizes; pass the size "
+                         "to resize them to (backbone.input_size).")
+    shape = dataset.image_shape or (*size, dataset.images(order[:1], size=size).shape[-1])
 
     def load(s):
         idx = order[int(s):int(s) + batch_size]
-        return dataset.images(idx).astype(np.uint8, copy=False)
+        return dataset.images(idx, size=size).astype(np.uint8, copy=False)
 
     ds = tf.data.Dataset.from_tensor_slices(starts)
     ds = ds.map(lambda s: tf.numpy_function(load, [s], tf.uint8),
@@ -201,7 +203,8 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         else "as is",
         "dataset": cfg["dataset"]["name"], "dataset_source": target.source,
         "split_def": prepared["split_def"], "seed": cfg["experiment"]["seed"], "config": cfg,
-        "packages": package_versions(), "code_version": code_version(),
+        "skipped_files": len(target.skipped), "packages": package_versions(),
+        "code_version": code_version(),
     }
     return {"model": model, "spec": spec, "cut_model": backbones.cut_model(model, layers, pooling),
             "cuts_meta": cuts_meta, "input": (in_h, in_w, in_c), "order": order, "key": key,
@@ -233,7 +236,7 @@ def run_rows(p: dict, cfg: dict, path: Path, lo: int, hi: int, extra_provenance=
         preprocess = backbones.preprocess_fn(spec)
         forward = make_forward(p["cut_model"], preprocess, (in_h, in_w), in_c,
                                cfg["backbone"]["resize_method"])
-        pipe = image_pipeline(target, order, ecfg["batch_size"], start)
+        pipe = image_pipeline(target, order, ecfg["batch_size"], start, size=(in_h, in_w))
 
         def batches():
             for i, x in enumerate(pipe):
@@ -263,6 +266,10 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     weights = cfg["backbone"]["weights"]
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
+    skipped = prepared["target"].skipped
+    if skipped:
+        report = prepared["target"].write_skipped_report(run_dir / "skipped_files.csv")
+        log.warning("%d unreadable files were skipped; they are listed in %s.", len(skipped), report)
     path = run_dir / "embeddings.h5"
     if workers > 1 or scheduler:
         from extract.distributed import extract_sharded
@@ -289,9 +296,15 @@ def ensure_self_trained(cfg, run_dir, prepared):
     seed = cfg["experiment"]["seed"]
     train_idx = np.flatnonzero(np.asarray(source.split) == "train")
     tr, va = cds.carve_validation(source.labels, train_idx, cfg["dataset"]["val_fraction"], seed)
+    size = None
+    if source.image_shape is None:  # an image folder of mixed sizes: train at the input size
+        size = (cfg["backbone"]["input_size"],) * 2
+        if not size[0]:
+            raise ValueError("The source images differ in size: set backbone.input_size (e.g. 64) "
+                             "so they can be resized for training the backbone.")
     return train_backbone(
-        cfg["backbone"]["name"], train=(source.images(tr), source.labels[tr]),
-        val=(source.images(va), source.labels[va]), cfg_train=cfg["train"],
+        cfg["backbone"]["name"], train=(source.images(tr, size=size), source.labels[tr]),
+        val=(source.images(va, size=size), source.labels[va]), cfg_train=cfg["train"],
         out_dir=Path(run_dir) / "backbone", seed=seed, num_classes=len(source.class_names),
         class_names=list(source.class_names))
 
@@ -335,3 +348,34 @@ def extract_pixels(cfg, run_dir, prepared=None) -> dict:
     if start < n:
         write_store(path, [PIXELS_CUT], batches(), n, start, chunk, "pixels")
     return {"store": str(path), "rows": n, "width": width}
+
+
+def embed_images(provenance: dict, cut: str, dataset, batch_size: int = 256) -> np.ndarray:
+    """Embed new images exactly as a store was made: same backbone, weights, cut, pooling, input.
+
+    `provenance` is a store's provenance (`store.provenance(path)`, also saved with every fitted
+    classical model), so a model trained on a store can be applied to images it never saw.
+    """
+    from extract import backbones
+
+    if cut not in provenance.get("cuts", {}):
+        raise ValueError(f"Cut {cut!r} is not in the recorded extraction (cuts: "
+                         f"{', '.join(provenance.get('cuts', {}))}).")
+    if provenance.get("backbone") == "pixels":
+        shape = tuple(provenance["input_size"])
+        if dataset.image_shape != shape:
+            raise ValueError(f"The raw-pixel model expects images of shape {shape}; got "
+                             f"{dataset.image_shape}.")
+        return np.concatenate([x.reshape(len(x), -1).astype(np.float32) / 255.0
+                               for _, x in dataset.iter_batches(batch_size=4096)])
+    in_h, in_w, in_c = provenance["input_size"]
+    import keras
+    keras.utils.set_random_seed(provenance.get("seed", 0))  # as `plan` did, for random init
+    model, spec, _ = backbones.load_backbone(provenance["backbone"], weights=provenance["weights"],
+                                             input_shape=(in_h, in_w, in_c))
+    cut_model = backbones.cut_model(model, [provenance["cuts"][cut]], provenance["pooling"])
+    forward = make_forward(cut_model, backbones.preprocess_fn(spec), (in_h, in_w), in_c,
+                           provenance.get("resize_method", "bilinear"))
+    order = np.arange(len(dataset))
+    return np.concatenate([forward(x)[0].numpy() for x in
+                           image_pipeline(dataset, order, batch_size, size=(in_h, in_w))])

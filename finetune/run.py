@@ -67,7 +67,8 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     test_idx = np.flatnonzero(np.asarray(target.split) == "test")
     tr, va = cds.carve_validation(target.labels, train_idx, cfg["dataset"]["val_fraction"], seed)
     y = np.asarray(target.labels)
-    x_tr, x_va, x_te = target.images(tr), target.images(va), target.images(test_idx)
+    size = None if target.image_shape is not None else input_shape[:2]  # mixed-size folders
+    x_tr, x_va, x_te = (target.images(i, size=size) for i in (tr, va, test_idx))
     n_classes = len(target.class_names)
     mk = dict(spec=spec, input_shape=input_shape, batch_size=fcfg["batch_size"], seed=seed)
     train_ds = _pipeline(x_tr, y[tr], augment=fcfg["augment"], shuffle=True, **mk)

@@ -118,3 +118,46 @@ def test_dask_sharded_extraction_equals_single_process(tmp_path):
     for cut, X in _all(a).items():
         np.testing.assert_allclose(_all(b)[cut], X, rtol=1e-4, atol=1e-5)
     assert extract(cfg, tmp_path / "sharded", workers=2)["skipped"]
+
+
+def test_image_folder_of_mixed_sizes_is_resized_and_bad_files_listed(tmp_path):
+    from PIL import Image
+
+    from extract.extractor import extract
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(["cat", "dog"]):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            h, w = (20 + 3 * i, 24 + c)
+            mode = "RGBA" if i == 0 else "RGB"
+            Image.fromarray(rng.integers(0, 255, (h, w, len(mode)), dtype=np.uint8), mode).save(
+                tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "imgs" / "dog" / "broken.png").write_bytes(b"not an image")
+    cfg = config.load(None, [
+        "dataset.name=folder", f"dataset.path={tmp_path / 'imgs'}", "dataset.source_classes=[]",
+        "dataset.target_classes=[]", "backbone.name=small_vgg", "backbone.weights=none",
+        "backbone.input_size=16", "extract.batch_size=4", "extract.pixels=false"])
+    out = extract(cfg, tmp_path / "run")
+    assert out["rows"] == 12  # the broken file is skipped, not embedded
+    prov = store.provenance(tmp_path / "run" / "embeddings.h5")
+    assert prov["input_size"] == [16, 16, 3]
+    assert prov["skipped_files"] == 1
+    assert "broken.png" in (tmp_path / "run" / "skipped_files.csv").read_text()
+
+
+def test_embed_new_images_like_the_store(tmp_path):
+    from cutpoint import datasets as cds
+    from extract.extractor import embed_images, extract
+    cfg = _cfg(tmp_path)
+    extract(cfg, tmp_path / "run")
+    target = cds.prepare(cfg)["target"]
+    test = target.subset(np.flatnonzero(np.asarray(target.split) == "test"))
+    for name in ("embeddings", "pixels"):
+        path = tmp_path / "run" / f"{name}.h5"
+        cut = list(store.cuts(path))[-1]
+        X, _, ids = store.read(path, cut, split="test")
+        new = embed_images(store.provenance(path), cut, test)
+        assert list(ids) == list(test.ids)
+        np.testing.assert_allclose(new, X, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="not in the recorded extraction"):
+        embed_images(store.provenance(tmp_path / "run" / "embeddings.h5"), "nope", test)

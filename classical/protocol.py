@@ -1,0 +1,195 @@
+"""The honest protocol for classical models on embeddings (BRIEF §6), free of I/O.
+
+`fit_select` chooses hyperparameters on ONE stratified, seeded validation split carved from the
+training rows only (the same carve as the fine-tuning stage: `cutpoint.splits.carve_validation`),
+fits each grid point once, then refits the best setting on all training rows. The test split is
+never seen there: `evaluate` scores it once, with `cutpoint.metrics`.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+
+from classical import pipelines
+from cutpoint.metrics import classification_metrics
+from cutpoint.splits import carve_validation, stratified_limit
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _as_xy(X, y, split: str):
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"X_{split} must be a 2-D array (samples x features). Got shape "
+                         f"{X.shape}.")
+    if not np.issubdtype(X.dtype, np.number):
+        raise ValueError(f"X_{split} must hold numbers. Got dtype {X.dtype}.")
+    if y.ndim != 1:
+        raise ValueError(f"y_{split} must be a 1-D array of labels. Got shape {y.shape}.")
+    if len(X) != len(y):
+        raise ValueError(f"X_{split} has {len(X)} rows but y_{split} has {len(y)} labels: they "
+                         f"must have one label per row. Check that both come from the same "
+                         f"split of the same store.")
+    if len(X) == 0:
+        raise ValueError(f"The {split} split is empty (0 rows). Check the store's splits.")
+    finite = np.isfinite(X)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        bad_cols = np.flatnonzero(~finite.all(axis=0))
+        raise ValueError(
+            f"X_{split} has {int((~finite).sum())} NaN/inf values in {len(bad_rows)} of "
+            f"{len(X)} rows (first rows: {bad_rows[:5].tolist()}; columns: "
+            f"{bad_cols[:5].tolist()}{' …' if len(bad_cols) > 5 else ''}). Classical models need "
+            f"finite features: check the backbone's input range/preprocessing and re-extract.")
+    return X, y
+
+
+def validate_inputs(X_train, y_train, X_test=None, y_test=None):
+    """Refuse inputs a classical model cannot be fitted or scored on, saying how to fix them."""
+    X_train, y_train = _as_xy(X_train, y_train, "train")
+    classes = np.unique(y_train)
+    if len(classes) < 2:
+        raise ValueError(f"The train split has {len(classes)} class ({classes.tolist()}); a "
+                         f"classifier needs at least 2. Check dataset.target_classes.")
+    if X_test is None and y_test is None:
+        return
+    X_test, y_test = _as_xy(X_test, y_test, "test")
+    if X_test.shape[1] != X_train.shape[1]:
+        raise ValueError(f"X_test has {X_test.shape[1]} features but X_train has "
+                         f"{X_train.shape[1]}: both must come from the same cut point.")
+    missing = np.setdiff1d(np.unique(y_test), classes)
+    if len(missing):
+        raise ValueError(f"Class(es) {missing.tolist()} appear in the test split but not in "
+                         f"train ({classes.tolist()}): no model trained on this split can "
+                         f"predict them. Check dataset.labels_per_class/limit, or the splits.")
+
+
+# ----------------------------------------------------------------------------- fit & select
+
+def fit_select(name, X_train, y_train, *, val_fraction=0.1, seed=0, n_jobs=2,
+               rbf_max_train=10000, pca=None):
+    """Choose `name`'s hyperparameters on a validation split of TRAIN, refit on all of train.
+
+    Returns ``(fitted_pipeline, info)``; info has best_params, val_scores (one per grid point,
+    in grid order), search/refit/fit seconds, notes, n_train (rows of the final fit), n_val.
+    """
+    entry = pipelines.get(name)
+    validate_inputs(X_train, y_train)
+    X, y = _as_xy(X_train, y_train, "train")
+    pipe, grid, notes = pipelines.make(name, seed, n_jobs, pca=pca, n_features=X.shape[1])
+    notes = [notes]
+    _, codes = np.unique(y, return_inverse=True)      # carve/limit need integer labels
+    rows = np.arange(len(y))
+    limit = {"rbf_max_train": rbf_max_train}.get(entry.max_train_key)
+    if limit and len(rows) > limit:
+        rows = stratified_limit(codes, rows, int(limit), seed)
+        notes.append(f"Fitted on a stratified subset of {len(rows)} of {len(y)} train rows "
+                     f"(classical.rbf_max_train = {limit}; RBF SVC training is quadratic).")
+    fit_rows, val_rows = carve_validation(codes, rows, val_fraction, seed)
+
+    t0 = time.perf_counter()
+    pre, clf = pipe[:-1], pipe[-1]
+    if len(pre.steps):
+        pre = clone(pre).fit(X[fit_rows])
+        Xf, Xv = pre.transform(X[fit_rows]), pre.transform(X[val_rows])
+    else:
+        Xf, Xv = X[fit_rows], X[val_rows]
+    prefix = f"{pipelines.CLF}__"
+    clf_grid = [{k[len(prefix):]: v for k, v in p.items()} for p in grid]
+    if entry.sweep is not None:
+        scores = entry.sweep(clf, Xf, y[fit_rows], Xv, y[val_rows], clf_grid, n_jobs)
+    else:
+        scores = pipelines.sweep_each(clf, Xf, y[fit_rows], Xv, y[val_rows], clf_grid, n_jobs,
+                                      parallel=entry.parallel_grid)
+    search_s = time.perf_counter() - t0
+    # ties: the first point in grid order (for logreg the smallest C); None = not fitted
+    best = int(np.argmax([-np.inf if s is None else s for s in scores]))
+    skipped = sum(s is None for s in scores)
+    if skipped:
+        notes.append(f"{skipped} of {len(grid)} grid points not fitted: the sweep stopped after "
+                     f"its validation accuracy stopped improving.")
+
+    t1 = time.perf_counter()
+    model = clone(pipe).set_params(**grid[best])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(X[rows], y[rows])
+    refit_s = time.perf_counter() - t1
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            note = "The final fit reached max_iter before converging."
+            if note not in notes:
+                notes.append(note)
+        else:   # not ours to silence
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    info = {
+        "best_params": {k: _plain(v) for k, v in grid[best].items()},
+        "val_scores": [{"params": {k: _plain(v) for k, v in p.items()}, "val_accuracy": s}
+                       for p, s in zip(grid, scores)],
+        "best_val_accuracy": float(scores[best]),
+        "search_seconds": search_s, "refit_seconds": refit_s, "fit_seconds": search_s + refit_s,
+        "notes": " ".join(notes), "n_train": int(len(rows)), "n_val": int(len(val_rows)),
+        "n_fit": int(len(fit_rows)), "n_features": int(X.shape[1]),
+    }
+    return model, info
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def _class_names_for(labels, class_names):
+    """Names aligned with `labels`: class_names indexed by label (store convention), a dict
+    label → name, or a list already aligned with `labels`."""
+    if class_names is None:
+        return [str(c) for c in labels]
+    if isinstance(class_names, dict):
+        return [str(class_names.get(c, c)) for c in labels]
+    names = list(class_names)
+    if np.issubdtype(np.asarray(labels).dtype, np.integer) and len(labels) and \
+            labels.min() >= 0 and labels.max() < len(names):
+        return [str(names[int(c)]) for c in labels]
+    if len(names) == len(labels):
+        return [str(n) for n in names]
+    raise ValueError(f"class_names must be indexed by label (labels 0..{len(names) - 1}) or "
+                     f"aligned with the model's classes {np.asarray(labels).tolist()}. Got "
+                     f"{len(names)} names.")
+
+
+def predict_with_proba(model, X):
+    """(pred, proba, seconds); proba is an empty (n, 0) array when the model has none.
+
+    With probabilities, pred = classes_[argmax proba]: how LogisticRegression, RandomForest,
+    kNN and XGBoost define predict, without a second pass over X."""
+    t0 = time.perf_counter()
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+        proba /= proba.sum(axis=1, keepdims=True)  # float32 rows (XGBoost) drift from 1 by ~1e-7
+        pred = np.asarray(model.classes_)[np.argmax(proba, axis=1)]
+    else:
+        pred = np.asarray(model.predict(X))
+        proba = np.empty((len(X), 0), dtype=np.float64)
+    return pred, proba, time.perf_counter() - t0
+
+
+def evaluate(model, X_test, y_test, class_names, n_boot=1000, seed=0) -> dict:
+    """Score a fitted model on the test split, once: `cutpoint.metrics` plus predictions."""
+    X, y = _as_xy(X_test, y_test, "test")
+    labels = np.asarray(model.classes_)
+    missing = np.setdiff1d(np.unique(y), labels)
+    if len(missing):
+        raise ValueError(f"Class(es) {missing.tolist()} appear in the test split but the model "
+                         f"was trained on {labels.tolist()} only.")
+    pred, proba, seconds = predict_with_proba(model, X)
+    out = classification_metrics(y, pred, proba=proba if proba.size else None, labels=labels,
+                                 class_names=_class_names_for(labels, class_names),
+                                 n_boot=n_boot, seed=seed)
+    out.update(y_pred=pred, proba=proba, predict_seconds=seconds, classes=labels)
+    return out
