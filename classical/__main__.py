@@ -300,27 +300,20 @@ def check_extraction(model_extraction: dict, store_extraction: dict, store_path)
                          f"this store.")
 
 
-def predict(model_path, store_path, out, split="test") -> int:
-    """Apply a saved model to one split of a store; write id, prediction and probabilities."""
+def _load_bundle(model_path) -> dict:
     import joblib
 
-    store = _store()
     bundle = joblib.load(model_path)
     if not isinstance(bundle, dict) or "pipeline" not in bundle:
         raise ValueError(f"{model_path} is not a model saved by `python -m classical run` "
                          f"(expected a dict with a 'pipeline'). Got {type(bundle).__name__}.")
-    cut = bundle["extraction"]["cut"]
-    available = store.cuts(store_path)
-    if cut not in available:
-        raise _no_cut_error(cut, {str(store_path): list(available)})
-    check_extraction(bundle["extraction"],
-                     extraction_record(store.provenance(store_path), cut, available[cut]),
-                     store_path)
-    X, _, ids = store.read(store_path, cut, split=split)
+    return bundle
+
+
+def _write_predictions(out, bundle, ids, X) -> int:
     pred, proba = predict_embeddings(bundle, X)
-    names = bundle["class_names"]
     classes = list(bundle["classes"])
-    name_of = protocol._class_names_for(np.asarray(classes), names)
+    name_of = protocol._class_names_for(np.asarray(classes), bundle["class_names"])
     lookup = dict(zip(classes, name_of))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -331,6 +324,34 @@ def predict(model_path, store_path, out, split="test") -> int:
         for i, p, row in zip(ids, pred, proba if proba.size else [[]] * len(ids)):
             w.writerow([i, p, lookup[p]] + [f"{v:.6g}" for v in row])
     return len(ids)
+
+
+def predict(model_path, store_path, out, split="test") -> int:
+    """Apply a saved model to one split of a store; write id, prediction and probabilities."""
+    store = _store()
+    bundle = _load_bundle(model_path)
+    cut = bundle["extraction"]["cut"]
+    available = store.cuts(store_path)
+    if cut not in available:
+        raise _no_cut_error(cut, {str(store_path): list(available)})
+    check_extraction(bundle["extraction"],
+                     extraction_record(store.provenance(store_path), cut, available[cut]),
+                     store_path)
+    X, _, ids = store.read(store_path, cut, split=split)
+    return _write_predictions(out, bundle, ids, X)
+
+
+def predict_images(model_path, images_path, out) -> int:
+    """Apply a saved model to new images (an image folder or an .npz), embedded exactly as the
+    model's training store was: same backbone, weights, cut, pooling, input size, preprocessing."""
+    from cutpoint import datasets
+    from extract.extractor import embed_images
+
+    bundle = _load_bundle(model_path)
+    kind = "npz" if str(images_path).endswith(".npz") else "folder"
+    ds = datasets.load(kind, str(images_path))
+    X = embed_images(bundle["store_provenance"], bundle["extraction"]["cut"], ds)
+    return _write_predictions(out, bundle, list(ds.ids), X)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -345,9 +366,11 @@ def main(argv=None) -> int:
     r.add_argument("--classifiers", default="", help="comma-separated registry names")
     r.add_argument("--cuts", default="", help="comma-separated cut names (pixels included)")
     r.add_argument("--no-progress", action="store_true")
-    q = sub.add_parser("predict", help="apply a saved model to a store's split")
+    q = sub.add_parser("predict", help="apply a saved model to a store's split, or to new images")
     q.add_argument("--model", required=True)
-    q.add_argument("--store", required=True)
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--store", help="an embedding store extracted like the model's")
+    src.add_argument("--images", help="new images: an image folder (class sub-folders) or .npz")
     q.add_argument("--split", default="test")
     q.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -369,7 +392,8 @@ def main(argv=None) -> int:
             log.info("%d new, %d already done, %d failed → %s", new, skipped,
                      summary["failed"], Path(args.run_dir) / "results.csv")
             return 1 if summary["failed"] else 0
-        n = predict(args.model, args.store, args.out, args.split)
+        n = (predict(args.model, args.store, args.out, args.split) if args.store
+             else predict_images(args.model, args.images, args.out))
         log.info("%d predictions → %s", n, args.out)
         return 0
     except (ValueError, FileNotFoundError) as e:   # user-input errors: the message is the fix

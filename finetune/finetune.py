@@ -2,15 +2,15 @@
 
 Depth k = the number of top blocks unfrozen, by whole blocks (the registry's block ends), never
 cutting through one. k = 0 trains only a new head on the frozen backbone; k = n_blocks unfreezes
-everything. BatchNorm stays in inference mode (its moving statistics are never updated): the Keras
-transfer-learning guide's `base(x, training=False)` is not enough in Keras 3.15, whose functional
-models pass the outer `fit`'s training=True down to nested models over an explicit False
-(keras/src/models/functional.py, `operation_fn`). What does hold is BatchNormalization's own rule,
-"batch statistics only if training and trainable", so BN layers stay `trainable = False` at every
-depth (their scale and offset stay frozen too, like timm's FrozenBatchNorm). The head is trained
+everything. The backbone runs in inference mode (BatchNorm keeps its moving statistics, dropout
+is off) while its unfrozen weights train, as in the Keras transfer-learning guide. The guide's
+`base(x, training=False)` is NOT enough in Keras 3.15: a functional model replays its graph with
+the outer `fit`'s training=True over the node's explicit False (keras/src/models/functional.py,
+`operation_fn`), so frozen BN statistics drift and frozen dropout stays on. `InferenceMode` wraps
+the backbone and calls it with training=False itself, which Keras honours. The head is trained
 first, then the unfrozen blocks at a lower learning rate, with a recompile after every change of
-`trainable`. Scratch = same architecture, random init, every
-layer trainable and BatchNorm in training mode (frozen statistics would never be learnt).
+`trainable`. Scratch = same architecture, random init, every layer trainable and in training
+mode (BatchNorm must learn its statistics).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 log = logging.getLogger("cutpoint.finetune")
@@ -49,9 +50,7 @@ def parse_depths(requested, n_blocks: int) -> list:
 
 
 def set_depth(base, spec, k: int) -> None:
-    """Unfreeze exactly the top k blocks of `base` (and freeze the rest); BatchNorm stays frozen."""
-    import keras
-
+    """Unfreeze exactly the top k blocks of `base` (and freeze the rest)."""
     from extract.backbones import block_layers
 
     groups = block_layers(base, spec)
@@ -60,21 +59,41 @@ def set_depth(base, spec, k: int) -> None:
     base.trainable = True
     for i, group in enumerate(groups):
         for name in group:
-            layer = base.get_layer(name)
-            layer.trainable = (i >= len(groups) - k
-                               and not isinstance(layer, keras.layers.BatchNormalization))
+            base.get_layer(name).trainable = i >= len(groups) - k
 
 
 def trainable_count(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
+@keras.saving.register_keras_serializable(package="cutpoint")
+class InferenceMode(keras.layers.Layer):
+    """Call the wrapped backbone with training=False, whatever the caller's mode."""
+
+    def __init__(self, inner, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = inner
+
+    def call(self, x, training=None):
+        return self.inner(x, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.inner.compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner)}
+
+    @classmethod
+    def from_config(cls, config):
+        config["inner"] = keras.saving.deserialize_keras_object(config["inner"])
+        return cls(**config)
+
+
 def build_model(base, num_classes: int, seed: int, bn_inference: bool = True):
     """A new head on `base`: pool if the output is spatial, dropout, softmax."""
-    import keras
 
     inputs = keras.Input(shape=base.input.shape[1:], name="image")
-    x = base(inputs, training=False) if bn_inference else base(inputs)
+    x = InferenceMode(base, name="backbone")(inputs) if bn_inference else base(inputs)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(0.2, seed=seed, name="head_dropout")(x)
@@ -83,13 +102,11 @@ def build_model(base, num_classes: int, seed: int, bn_inference: bool = True):
 
 
 def _compile(model, lr):
-    import keras
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
 
 def _fit(model, train_ds, val_ds, epochs, patience, what=""):
-    import keras
     if epochs <= 0:
         return {}
     cb = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
@@ -104,7 +121,6 @@ def _fit(model, train_ds, val_ds, epochs, patience, what=""):
 
 def train_at_depth(base, spec, depth, num_classes, train_ds, val_ds, fcfg, seed):
     """Train one baseline. Returns (model, history, epochs_run, trainable_params)."""
-    import keras
 
     keras.utils.set_random_seed(seed)
     history = {}

@@ -16,6 +16,9 @@ from cutpoint.provenance import code_version, hash_obj
 from finetune.finetune import parse_depths, save_run, timed_predict, train_at_depth
 
 log = logging.getLogger("cutpoint.finetune")
+# Part of every run id: bump it when a change to the training code changes the numbers, so
+# finished runs are redone rather than skipped.
+FINETUNE_VERSION = 2
 
 
 def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
@@ -79,7 +82,8 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     new_rows = []
     for depth in todo:
         stage = "scratch" if depth == "scratch" else "finetune"
-        ident = {"stage": stage, "depth": depth, "backbone": bcfg["name"],
+        ident = {"version": FINETUNE_VERSION, "stage": stage, "depth": depth,
+                 "backbone": bcfg["name"],
                  "weights": bprov.get("weights_sha256", bprov.get("weights")),
                  "input_shape": list(input_shape), "split_def": prepared["split_def"],
                  "finetune": fcfg, "seed": seed}

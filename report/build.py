@@ -169,8 +169,14 @@ def results_table(rows) -> str:
 
 # ----------------------------------------------------------------------------- analyses
 
-def best_of(rows, stage):
-    cand = [r for r in rows if r["stage"] == stage and r.get("accuracy") is not None]
+def is_pixels(r) -> bool:
+    return r.get("backbone") == "pixels" or r.get("cut") == "pixels"
+
+
+def best_of(rows, stage, pixels=False):
+    """Best row of a stage; classical rows split into frozen features and the raw-pixel baseline."""
+    cand = [r for r in rows if r["stage"] == stage and r.get("accuracy") is not None
+            and (stage != "classical" or is_pixels(r) == pixels)]
     return min(cand, key=_sort_key) if cand else None
 
 
@@ -211,6 +217,7 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     out.mkdir(parents=True, exist_ok=True)
     names = class_names_of(run_dir, rows)
     best = {s: best_of(rows, s) for s in ("classical", "finetune", "scratch")}
+    best["pixels"] = best_of(rows, "classical", pixels=True)
     preds = {s: load_predictions(run_dir, r, names) for s, r in best.items() if r}
 
     title = f"cutpoint report — {cfg['experiment']['name']}"
@@ -255,7 +262,7 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
 
 def mcnemar_tests(best, preds) -> list:
     """(row A, row B, result or None, note) for each pair of the best frozen/fine-tuned/scratch."""
-    order = [s for s in ("classical", "finetune", "scratch") if best.get(s)]
+    order = [s for s in ("classical", "pixels", "finetune", "scratch") if best.get(s)]
     tests = []
     for i, sa in enumerate(order):
         for sb in order[i + 1:]:
@@ -330,6 +337,14 @@ def summary(rows, best, tests) -> str:
                    f"{'fine-tuned' if ft else 'frozen'} model is {abs(gap):.2f} points "
                    f"{'above' if gap >= 0 else 'below'} it (Yosinski et al. found fine-tuning "
                    f"about 1 point above scratch).")
+    px = best.get("pixels")
+    if px and fz:
+        gap = 100 * (fz["accuracy"] - px["accuracy"])
+        out.append(f"The raw-pixel baseline reaches {f4(px['accuracy'])} ({describe(px)}): the "
+                   f"best frozen features are {abs(gap):.2f} points "
+                   f"{'above' if gap >= 0 else 'below'} it"
+                   + ("." if gap >= 0 else " — on this data the backbone's features do not beat "
+                      "pixels for a strong classifier."))
     out.append(depth_trend(rows))
     top = min(rows, key=_sort_key)
     good = [r for r in rows if r["accuracy"] >= top["accuracy"] - GOOD_WITHIN
@@ -352,7 +367,7 @@ def depth_trend(rows) -> str:
     line = {}
     for r in rows:
         if (r["stage"] == "classical" and r.get("classifier") == fz.get("classifier")
-                and r.get("frozen_blocks") is not None):
+                and r.get("frozen_blocks") is not None and not is_pixels(r)):
             if r["frozen_blocks"] not in line or r["accuracy"] > line[r["frozen_blocks"]]:
                 line[r["frozen_blocks"]] = r["accuracy"]
     if len(line) < 2:

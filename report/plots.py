@@ -80,7 +80,7 @@ def accuracy_vs_depth(rows, path, title="Test accuracy vs frozen blocks (Yosinsk
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the curves
     else:
         ax.text(0.5, 0.5, "no rows with a frozen-block count", ha="center", transform=ax.transAxes)
     return _save(fig, path)

@@ -57,7 +57,8 @@ def test_resolved_config_round_trips_and_is_written_only_on_change(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    for name in ("configs/default.toml", "configs/cifar10_resnet50.toml"):
+    for name in ("configs/default.toml", "configs/cifar10_resnet50.toml",
+                 "configs/fmnist_pixels.toml"):
         cfg = config.load(name)
         assert config.config_hash(cfg)
 

@@ -20,9 +20,7 @@ def test_depth_k_unfreezes_exactly_the_top_k_blocks():
         set_depth(base, spec, k)
         for i, group in enumerate(groups):
             for name in group:
-                is_bn = "bn" in name or "batch_norm" in name
-                want = i >= len(groups) - k and not is_bn
-                assert base.get_layer(name).trainable == want, (k, name)
+                assert base.get_layer(name).trainable == (i >= len(groups) - k), (k, name)
     with pytest.raises(DepthError, match="out of range"):
         set_depth(base, spec, 5)
 
@@ -34,7 +32,7 @@ def test_batchnorm_stays_in_inference_mode_when_unfrozen():
     set_depth(base, spec, len(spec.blocks))  # everything trainable
     bns = [l for l in base.layers if isinstance(l, keras.layers.BatchNormalization)]
     convs = [l for l in base.layers if isinstance(l, keras.layers.Conv2D)]
-    assert bns and convs and not any(l.trainable for l in bns)
+    assert bns and convs and all(l.trainable for l in bns)
     before = [l.moving_mean.numpy().copy() for l in bns]
     kernels = [l.kernel.numpy().copy() for l in convs]
     model.compile("adam", "sparse_categorical_crossentropy")
@@ -43,6 +41,12 @@ def test_batchnorm_stays_in_inference_mode_when_unfrozen():
     for b, l in zip(before, bns):
         np.testing.assert_array_equal(b, l.moving_mean.numpy())  # statistics untouched
     assert all(not np.array_equal(k, l.kernel.numpy()) for k, l in zip(kernels, convs))
+    # Frozen dropout is off too: the backbone's features are the same in training mode.
+    set_depth(base, spec, 0)
+    feats = keras.Model(model.input, model.get_layer("backbone").output)
+    a, b = feats(x[:4], training=True), feats(x[:4], training=True)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(base(x[:4], training=False)), rtol=1e-5)
 
 
 def test_parse_depths():
