@@ -10,11 +10,13 @@ CONFIG ?= configs/default.toml
 EXPERIMENT ?= $(basename $(notdir $(CONFIG)))
 RUN ?= runs/$(EXPERIMENT)
 
-# Variables that override single config values (see README "Configuration").
+# Variables that override single config values (see README "Configuration"). CUTS= picks the
+# cut points to extract only when `extract` (or `all`) is a goal; otherwise it restricts classify.
 SETS := $(if $(DATASET),--set dataset.name=$(DATASET)) \
         $(if $(BACKBONE),--set backbone.name=$(BACKBONE)) \
         $(if $(WEIGHTS),--set backbone.weights=$(WEIGHTS)) \
-        $(if $(CUTS),--set 'extract.cuts=$(CUTS)' --set 'classical.cuts=$(CUTS)') \
+        $(if $(CUTS),$(if $(filter extract all,$(MAKECMDGOALS)),--set 'extract.cuts=$(CUTS)') \
+                     --set 'classical.cuts=$(CUTS)') \
         $(if $(POOLING),--set extract.pooling=$(POOLING)) \
         $(if $(CLASSIFIERS),--set 'classical.classifiers=$(CLASSIFIERS)') \
         $(if $(DEPTHS),--set 'finetune.depths=$(DEPTHS)') \
