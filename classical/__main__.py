@@ -4,7 +4,7 @@
     python -m classical run --config runs/<exp>/config.toml --run-dir runs/<exp>
                             [--classifiers logreg,knn] [--cuts block2,pixels]
     python -m classical predict --model runs/<exp>/classical/<run_id>/model.joblib
-                                --store S.h5 [--split test] --out preds.csv
+                                (--store S.h5 [--split test] | --images DIR_OR_NPZ) --out preds.csv
 
 `run` trains every (store, cut, classifier) not yet in `run-dir/results.csv`: the backbone's
 cuts in `embeddings.h5` and the raw-pixel pseudo-backbone in `pixels.h5` (when present). A run
