@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cutpoint import datasets as cds
+from cutpoint.splits import SPLIT_ORDER
 from cutpoint.provenance import code_version, hash_obj, package_versions
 from embeddings import store
 
@@ -179,7 +180,7 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
     pooling = ecfg["pooling"]
     widths = backbones.cut_widths(model, layers, pooling)
     in_h, in_w, in_c = (int(v) for v in model.input.shape[1:4])
-    order = cds.order_by_split(target, ("train", "test"))
+    order = cds.order_by_split(target, SPLIT_ORDER)
     blocks = list(getattr(spec, "blocks", ()) or ())
     cuts_meta = {}
     for (alias, layer), width in zip(cut_pairs, widths):
@@ -190,7 +191,7 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         cuts_meta[alias] = meta
     key = extraction_key({
         "rows": target.source.get("content_hash") or target.source,
-        "split_def": prepared["split_def"], "backbone": bcfg["name"],
+        "split_def": prepared["split_def"], "split_order": SPLIT_ORDER, "backbone": bcfg["name"],
         "weights": bprov.get("weights_sha256", bprov.get("weights")),
         "input": [in_h, in_w, in_c], "resize": bcfg["resize_method"], "cuts": cuts_meta,
         "dtype": ecfg["dtype"]})
@@ -262,7 +263,7 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepared or cds.prepare(cfg)
+    prepared = prepared or cds.prepare(cfg, run_dir=run_dir)
     weights = cfg["backbone"]["weights"]
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
@@ -294,8 +295,7 @@ def ensure_self_trained(cfg, run_dir, prepared):
                          "but source_classes is empty. Give the classes of half A (e.g. [0, 1, 2, "
                          "3, 4]) or use weights = 'imagenet' / a weights file.")
     seed = cfg["experiment"]["seed"]
-    train_idx = np.flatnonzero(np.asarray(source.split) == "train")
-    tr, va = cds.carve_validation(source.labels, train_idx, cfg["dataset"]["val_fraction"], seed)
+    tr, va = (np.flatnonzero(np.asarray(source.split) == s) for s in ("train", "val"))
     size = None
     if source.image_shape is None:  # an image folder of mixed sizes: train at the input size
         size = (cfg["backbone"]["input_size"],) * 2
@@ -318,12 +318,13 @@ def extract_pixels(cfg, run_dir, prepared=None) -> dict:
     if shape is None:
         log.warning("Images differ in size: no raw-pixel baseline for this dataset.")
         return {"skipped": "variable image sizes"}
-    order = cds.order_by_split(target, ("train", "test"))
+    order = cds.order_by_split(target, SPLIT_ORDER)
     n, width = len(order), int(np.prod(shape))
     cuts_meta = {PIXELS_CUT: {"width": width, "layer": "input", "pooling": "flatten",
                               "frozen_blocks": 0}}
     key = extraction_key({"rows": target.source.get("content_hash") or target.source,
-                          "split_def": prepared["split_def"], "pixels": list(shape),
+                          "split_def": prepared["split_def"], "split_order": SPLIT_ORDER,
+                          "pixels": list(shape),
                           "dtype": cfg["extract"]["dtype"]})
     provenance = {"extraction_key": key, "backbone": "pixels", "weights": "none",
                   "cuts": {PIXELS_CUT: "input"}, "pooling": "flatten", "input_size": list(shape),
