@@ -69,6 +69,20 @@ def belongs(row: dict, cfg: dict) -> bool:
     return row.get("experiment") == experiment_id(cfg)
 
 
+def comparable(rows, cfg) -> list:
+    """The rows a report compares: this experiment (`experiment_id`), its seed and its label
+    budget. Older or other rows stay in the table but are never mixed in."""
+    seed, budget = cfg["experiment"]["seed"], cfg["dataset"].get("labels_per_class", 0)
+    return [r for r in rows if belongs(r, cfg) and r.get("seed") == seed
+            and (r.get("labels_per_class") or 0) == budget]
+
+
+def curve_rows(rows, cfg) -> list:
+    """This experiment's label-efficiency rows (other budgets or seeds than the main ones)."""
+    mine = {r["run_id"] for r in comparable(rows, cfg)}
+    return [r for r in rows if belongs(r, cfg) and r["run_id"] not in mine]
+
+
 def read(path) -> list[dict]:
     """Rows as dicts; numeric columns parsed (empty → None). A missing table is empty."""
     path = Path(path)
