@@ -21,16 +21,18 @@ SETS := $(if $(DATASET),--set dataset.name=$(DATASET)) \
         $(if $(CLASSIFIERS),--set 'classical.classifiers=$(CLASSIFIERS)') \
         $(if $(DEPTHS),--set 'finetune.depths=$(DEPTHS)') \
         $(if $(LIMIT),--set dataset.limit=$(LIMIT)) \
-        $(if $(SEED),--set experiment.seed=$(SEED))
+        $(if $(SEED),--set experiment.seed=$(SEED)) \
+        $(if $(BUDGETS),--set 'curve.budgets=$(BUDGETS)') \
+        $(if $(SEEDS),--set 'curve.seeds=$(SEEDS)')
 CODE = $(wildcard cutpoint/*.py embeddings/*.py)
 RESOLVED := $(RUN)/config.toml
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data extract classify finetune umap report all archive-results test test-fast bench clean FORCE
+.PHONY: help venv data extract classify finetune umap report all curve archive-results test test-fast bench clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
-	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS="
+	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS= BUDGETS=1,5,20 SEEDS=0,1,2"
 
 venv: $(VENV_STAMP) ## Build .venv from requirements.txt (redone only when it changes)
 $(VENV_STAMP): requirements.txt
@@ -65,6 +67,10 @@ $(RUN)/umap/done.json: $(RUN)/embeddings.h5 $(RUN)/classical/done.json $(RESOLVE
 report: $(RUN)/report/report.md ## The side-by-side report (Markdown + PNGs)
 $(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/done.json) $(wildcard $(RUN)/umap/done.json) $(wildcard report/*.py)
 	$(PY) -m report build --config $(RESOLVED) --run-dir $(RUN)
+
+curve: $(RUN)/curve/done.json ## Label-efficiency curve: every method at each labels-per-class budget x seed
+$(RUN)/curve/done.json: $(RUN)/embeddings.h5 $(RESOLVED) $(CODE) $(wildcard curve/*.py classical/*.py finetune/*.py report/curve.py)
+	$(PY) -m curve --config $(RESOLVED) --run-dir $(RUN)
 
 all: extract classify finetune umap report ## Every stage on the configured experiment
 

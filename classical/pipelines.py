@@ -9,8 +9,8 @@ Each entry may bring a *sweep*: a way to score its whole grid cheaper than one f
 point (the budget: 6 classifiers x 5 cuts of 27k rows in about 10 minutes on 2 cores):
 - logreg: one L-BFGS model warm-started along increasing C (Kornblith's 45 values), each point
   fitted to convergence (max_iter 1000; it starts from the previous optimum, so it needs few
-  iterations); the sweep stops once `LOGREG_PATIENCE` values have scored below the best one
-  since it was reached (past the peak, weaker regularisation only overfits more; unfitted points
+  iterations); the sweep stops once `LOGREG_PATIENCE` values in a row bring no better
+  validation accuracy after it has left the flat start of the path (past the peak, weaker regularisation only overfits more; unfitted points
   score None). tests/test_classical.py checks it picks the C of the full 45-point sweep on a
   real store.
 - random_forest: grid points scored with `RF_SEARCH_TREES`-tree forests, the refit grows 200.
@@ -127,22 +127,23 @@ def sweep_each(est, Xf, yf, Xv, yv, grid, n_jobs=1, parallel=False) -> list[floa
 def sweep_warm_c(est, Xf, yf, Xv, yv, grid, n_jobs=1, patience=None) -> list:
     """Logistic regression along increasing C, each fit starting from the previous optimum.
 
-    Stops after `patience` values of C scoring below the best so far since it was reached (the
-    path has passed its peak: weaker regularisation only overfits more); ties do not count, so
-    the flat start of the path (tiny C predicts the class prior) never stops it. The values
-    not fitted score None. patience=None: LOGREG_PATIENCE; 0: sweep every value."""
+    Stops after `patience` values of C without a better validation accuracy (the path has
+    passed its peak: weaker regularisation only overfits more), counted only once the accuracy
+    has risen above its value at the smallest C, so the flat start of the path (tiny C predicts
+    the class prior) never stops it. The values not fitted score None. patience=None: LOGREG_PATIENCE; 0: sweep every value."""
     patience = LOGREG_PATIENCE if patience is None else patience
     model = clone(est).set_params(warm_start=True)    # each C to convergence (its max_iter)
     Xf = np.asarray(Xf, dtype=np.float64)
     scores: list = [None] * len(grid)
-    best, since = -1.0, 0
+    best, since, first = -1.0, 0, None
     for i in sorted(range(len(grid)), key=lambda i: grid[i]["C"]):
         model.set_params(**grid[i])
         model.fit(Xf, yf)      # a ConvergenceWarning reaches fit_select, which notes it
         scores[i] = _accuracy(model, Xv, yv)
+        first = scores[i] if first is None else first
         if scores[i] > best:
             best, since = scores[i], 0
-        elif scores[i] < best:   # past the peak; a plateau (e.g. the prior at tiny C) is not
+        elif best > first:      # past the peak; the flat start (the prior at tiny C) is not
             since += 1
         if patience and since >= patience:
             break
@@ -238,7 +239,7 @@ _REGISTRY: dict[str, Entry] = {e.name: e for e in [
           "C in np.logspace(-6, 5, 45) (Kornblith et al. 2019)",
           "L-BFGS, multinomial softmax. C swept in increasing order with warm starts, each "
           f"value fitted to convergence (max_iter 1000), stopped after {LOGREG_PATIENCE} values "
-          "scoring below the best validation accuracy; refit at the best C on train + val.",
+          "without a better validation accuracy; refit at the best C on train + val.",
           sweep=sweep_warm_c),
     Entry("linear_svm", _linear_svm,
           lambda d: [{"C": c} for c in (0.001, 0.01, 0.1)],
@@ -275,6 +276,14 @@ _REGISTRY: dict[str, Entry] = {e.name: e for e in [
           "n_neighbors in {1, 5, 15}",
           "k-nearest neighbours (Euclidean, uniform weights) on standardised features."),
 ]}
+
+
+# The setting fitted when no validation is possible (one label per class), declared before any
+# data is seen: the library defaults, except kNN, which can only use its one nearest neighbour.
+FALLBACK = {"logreg": {"C": 1.0}, "linear_svm": {"C": 0.01}, "rbf_svm": {"C": 1.0},
+            "random_forest": {"max_features": "sqrt", "min_samples_leaf": 1},
+            "xgboost": {"estimator__max_depth": 6, "estimator__n_estimators": 100},
+            "knn": {"n_neighbors": 1}}
 
 
 def available() -> list[str]:

@@ -113,22 +113,7 @@ def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0
                      f"classical.rbf_max_train = {limit}: RBF SVC training is quadratic).")
 
     t0 = time.perf_counter()
-    pre, clf = pipe[:-1], pipe[-1]
-    if len(pre.steps):
-        pre = clone(pre).fit(X[fit_rows])
-        Xf, Xvt = pre.transform(X[fit_rows]), pre.transform(Xv)
-    else:
-        Xf, Xvt = X[fit_rows], Xv
-    prefix = f"{pipelines.CLF}__"
-    clf_grid = [{k[len(prefix):]: v for k, v in p.items()} for p in grid]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        if entry.sweep is not None:
-            scores = entry.sweep(clf, Xf, y[fit_rows], Xvt, yv, clf_grid, n_jobs)
-        else:
-            scores = pipelines.sweep_each(clf, Xf, y[fit_rows], Xvt, yv, clf_grid, n_jobs,
-                                          parallel=entry.parallel_grid)
-    _record_warnings(caught, notes, "grid point(s) of the search")
+    scores = _grid_scores(entry, pipe, grid, X[fit_rows], y[fit_rows], Xv, yv, n_jobs, notes)
     search_s = time.perf_counter() - t0
     # ties: the first point in grid order (for logreg the smallest C); None = not fitted
     best = int(np.argmax([-np.inf if s is None else s for s in scores]))
@@ -157,6 +142,82 @@ def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0
         "n_fit": int(len(fit_rows)), "n_features": int(X.shape[1]),
     }
     return model, info
+
+
+def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> list:
+    """Validation accuracy of every grid point (None = not fitted): preprocessing fitted on
+    the fit rows only, then the entry's sweep. Grid points a tiny fit set cannot support
+    (kNN with more neighbours than rows) score None."""
+    pre, clf = pipe[:-1], pipe[-1]
+    if len(pre.steps):
+        pre = clone(pre).fit(Xf)
+        Xf, Xv = pre.transform(Xf), pre.transform(Xv)
+    prefix = f"{pipelines.CLF}__"
+    clf_grid = [{k[len(prefix):]: v for k, v in p.items()} for p in grid]
+    feasible = [i for i, p in enumerate(clf_grid) if p.get("n_neighbors", 0) <= len(yf)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        sub = [clf_grid[i] for i in feasible]
+        if entry.sweep is not None:
+            got = entry.sweep(clf, Xf, yf, Xv, yv, sub, n_jobs)
+        else:
+            got = pipelines.sweep_each(clf, Xf, yf, Xv, yv, sub, n_jobs,
+                                       parallel=entry.parallel_grid)
+    _record_warnings(caught, notes, "grid point(s) of the search")
+    scores = [None] * len(grid)
+    for i, v in zip(feasible, got):
+        scores[i] = v
+    return scores
+
+
+def fit_select_cv(name, X, y, *, folds=5, seed=0, n_jobs=1):
+    """Selection with too few labels for a held-out split: stratified k-fold cross-validation
+    inside the training rows (k = min(folds, rows of the smallest class)), the grid point with
+    the best mean fold accuracy refitted on all rows. With one row per class no validation is
+    possible: the entry's pre-declared `pipelines.FALLBACK` setting is fitted, and
+    best_val_accuracy is None. Same return value as `fit_select`."""
+    from sklearn.model_selection import StratifiedKFold
+
+    entry = pipelines.get(name)
+    validate_inputs(X, y)
+    X, y = _as_xy(X, y, "train")
+    pipe, grid, notes = pipelines.make(name, seed, n_jobs, n_features=X.shape[1])
+    notes = [notes]
+    k = min(int(folds), int(np.unique(y, return_counts=True)[1].min()))
+    t0 = time.perf_counter()
+    if k >= 2:
+        per_fold = []
+        for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
+            per_fold.append(_grid_scores(entry, pipe, grid, X[tr], y[tr], X[va], y[va], n_jobs,
+                                         notes))
+        scores = [None if any(f[i] is None for f in per_fold)
+                  else float(np.mean([f[i] for f in per_fold])) for i in range(len(grid))]
+        best = int(np.argmax([-np.inf if s is None else s for s in scores]))
+        params, rule = grid[best], (f"hyperparameters chosen by {k}-fold stratified "
+                                    f"cross-validation inside the labelled subset; final fit on "
+                                    f"the whole subset")
+        best_val = scores[best]
+    else:
+        scores = [None] * len(grid)
+        params = {f"{pipelines.CLF}__{key}": v for key, v in pipelines.FALLBACK[name].items()}
+        rule, best_val = ("one label per class: no validation possible, the pre-declared "
+                          "setting pipelines.FALLBACK is fitted on the subset"), None
+    search_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    model = clone(pipe).set_params(**params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(X, y)
+    _record_warnings(caught, notes, "final fit")
+    refit_s = time.perf_counter() - t1
+    return model, {
+        "best_params": {key: _plain(v) for key, v in params.items()},
+        "val_scores": [{"params": {key: _plain(v) for key, v in p.items()}, "val_accuracy": s}
+                       for p, s in zip(grid, scores)],
+        "best_val_accuracy": best_val, "selection": rule, "search_seconds": search_s,
+        "refit_seconds": refit_s, "fit_seconds": search_s + refit_s, "notes": " ".join(notes),
+        "n_train": int(len(y)), "n_val": int(len(y)) if k >= 2 else 0, "n_fit": int(len(y)),
+        "n_features": int(X.shape[1]), "folds": k if k >= 2 else 0}
 
 
 def _stratified(y, n, seed) -> np.ndarray:

@@ -69,6 +69,16 @@ DEFAULTS: dict = {
         "patience": 2,
         "augment": ["shift"],
     },
+    "curve": {                    # label-efficiency curve (`make curve`, BRIEF §13)
+        "budgets": [1, 5, 20, 100, 500],  # labels per class drawn from the target train split
+        "seeds": [0, 1, 2],       # one nested stratified subset per seed
+        "classifiers": ["logreg", "linear_svm", "rbf_svm", "random_forest", "xgboost", "knn"],
+        "cuts": [],               # [] = every cut point in the store, plus pixels
+        "depths": ["0", "all", "scratch"],  # fine-tuning depths run at every budget ([] = none)
+        "holdout_min": 20,        # >= this many labels per class: hold out `holdout_fraction`
+        "holdout_fraction": 0.2,  #   of the subset for selection; fewer: cross-validation
+        "cv_folds": 5,            # folds (at most the labels per class; 1 label: no selection)
+    },
     "umap": {
         "n_neighbors": 15,
         "min_dist": 0.1,
@@ -138,7 +148,8 @@ def parse_override(text: str) -> dict:
         value = raw
     if isinstance(DEFAULTS.get(section, {}).get(key), list) and not isinstance(value, list):
         value = [v.strip() for v in str(raw).replace(",", " ").split() if v.strip()]
-        value = [int(v) if v.lstrip("-").isdigit() and section == "dataset" else v for v in value]
+        value = [int(v) if v.lstrip("-").isdigit() and section in ("dataset", "curve") else v
+                 for v in value]
     return {section: {key: value}}
 
 

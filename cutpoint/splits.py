@@ -39,7 +39,7 @@ from cutpoint.provenance import hash_arrays, hash_obj
 
 __all__ = ["class_subset", "carve_validation", "label_budget", "stratified_limit",
            "describe_split", "order_by_split", "train_val_test", "prepare", "SPLIT_ORDER",
-           "SPLITS_FILE", "record_splits", "split_def_hash"]
+           "SPLITS_FILE", "record_splits", "split_def_hash", "budget_subset"]
 
 SPLIT_ORDER = ("train", "val", "test")
 SPLITS_FILE = "splits.npz"
@@ -139,6 +139,22 @@ def label_budget(labels, idx, per_class, seed) -> np.ndarray:
         warnings.warn(f"label budget {per_class} per class: class(es) {', '.join(short)} have "
                       f"fewer rows; all of them are kept.", DatasetWarning, stacklevel=2)
     return _sorted_cat(keep)
+
+
+def budget_subset(labels, idx, per_class, seed, class_names=None) -> np.ndarray:
+    """Exactly `per_class` rows of every class of `idx` (seeded; nested across budgets for the
+    same seed: the 5 rows drawn per class are among the 20). A class with fewer rows is
+    refused, naming it: a label-efficiency curve needs the same budget for every class."""
+    labels, idx = _rows(labels, idx)
+    for c, rows in _by_class(labels, idx):
+        if len(rows) < per_class:
+            name = f" ({class_names[c]})" if class_names is not None and c < len(class_names) \
+                else ""
+            raise DatasetError(
+                f"Budget {per_class} labels per class: class {c}{name} has only {len(rows)} "
+                f"training rows. Use budgets up to {len(rows)} (e.g. make curve "
+                f"BUDGETS=1,5,{len(rows)}), or drop that class from dataset.target_classes.")
+    return label_budget(labels, idx, per_class, seed)
 
 
 def _allocate(counts: np.ndarray, n: int) -> np.ndarray:

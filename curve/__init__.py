@@ -1,0 +1,1 @@
+"""The label-efficiency curve stage (`make curve`): see `curve.run`."""
