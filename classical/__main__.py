@@ -384,9 +384,11 @@ def main(argv=None) -> int:
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     try:
         if args.cmd == "run":
+            from cutpoint.runlock import run_lock
             cfg = cconfig.load(args.config)
-            summary = run(cfg, args.run_dir, split(args.classifiers) or None,
-                          split(args.cuts) or None, progress=not args.no_progress)
+            with run_lock(args.run_dir, "classical"):
+                summary = run(cfg, args.run_dir, split(args.classifiers) or None,
+                              split(args.cuts) or None, progress=not args.no_progress)
             new = sum(r["status"] == "new" for r in summary["runs"])
             skipped = sum(r["status"] == "skipped" for r in summary["runs"])
             log.info("%d new, %d already done, %d failed → %s", new, skipped,
