@@ -43,6 +43,9 @@ def main(argv=None):
     state = "up to date" if summary["skipped"] else (
         f"{summary['rows']} rows in {summary['seconds']} s ({summary['images_per_second']} img/s)")
     print(f"{summary['store']}: {state}; cuts {cuts}")
+    if summary.get("skipped_files"):
+        print(f"skipped {summary['skipped_files']} unreadable file(s), excluded from every stage: "
+              f"listed with the reason in {summary['skipped_report']}")
     return 0
 
 

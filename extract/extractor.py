@@ -267,9 +267,12 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
     skipped = prepared["target"].skipped
+    report = run_dir / "skipped_files.csv"
     if skipped:
-        report = prepared["target"].write_skipped_report(run_dir / "skipped_files.csv")
+        prepared["target"].write_skipped_report(report)
         log.warning("%d unreadable files were skipped; they are listed in %s.", len(skipped), report)
+    else:
+        report.unlink(missing_ok=True)   # a report from an earlier scan would no longer be true
     path = run_dir / "embeddings.h5"
     if workers > 1 or scheduler:
         from extract.distributed import extract_sharded
@@ -280,6 +283,8 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
         summary.update(cuts=p["cuts_meta"], extraction_key=p["key"])
     if cfg["extract"].get("pixels", True):
         summary["pixels"] = extract_pixels(cfg, run_dir, prepared)
+    summary["skipped_files"] = len(skipped)
+    summary["skipped_report"] = str(report) if skipped else ""
     (run_dir / "extract.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
