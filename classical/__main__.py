@@ -356,6 +356,23 @@ def predict_images(model_path, images_path, out) -> int:
 
 # ----------------------------------------------------------------------------- CLI
 
+def failure_report(summary: dict, run_dir: Path) -> str:
+    """The console lines of a run with failures: each distinct reason once, with the runs it
+    stopped (the reason names the fix), and where the full record is."""
+    by_reason: dict[str, list[str]] = {}
+    for r in summary["runs"]:
+        if r["status"] == "failed":
+            by_reason.setdefault(r["error"], []).append(f"{Path(r['store']).stem}/{r['cut']} "
+                                                        f"{r['classifier']}")
+    lines = [f"error: {summary['failed']} of {len(summary['runs'])} classical runs failed "
+             f"(details in {run_dir / 'classical' / 'failed.json'}; fix the cause below and "
+             f"re-run `make classify`, which redoes only the failed runs):"]
+    for reason, runs in by_reason.items():
+        shown = ", ".join(runs[:6]) + (f" and {len(runs) - 6} more" if len(runs) > 6 else "")
+        lines.append(f"  {reason}\n    ({len(runs)} run(s): {shown})")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m classical", description=__doc__.split("\n\n")[0])
     p.add_argument("--list", action="store_true", help="describe the registered pipelines")
@@ -393,6 +410,8 @@ def main(argv=None) -> int:
             skipped = sum(r["status"] == "skipped" for r in summary["runs"])
             log.info("%d new, %d already done, %d failed → %s", new, skipped,
                      summary["failed"], Path(args.run_dir) / "results.csv")
+            if summary["failed"]:
+                print(failure_report(summary, Path(args.run_dir)), file=sys.stderr)
             return 1 if summary["failed"] else 0
         n = (predict(args.model, args.store, args.out, args.split) if args.store
              else predict_images(args.model, args.images, args.out))

@@ -262,6 +262,8 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = run_dir / "extract.json"   # the Makefile's target: present only after a completed run
+    stamp.unlink(missing_ok=True)
     prepared = prepared or cds.prepare(cfg)
     weights = cfg["backbone"]["weights"]
     if weights == "self":
@@ -285,7 +287,9 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
         summary["pixels"] = extract_pixels(cfg, run_dir, prepared)
     summary["skipped_files"] = len(skipped)
     summary["skipped_report"] = str(report) if skipped else ""
-    (run_dir / "extract.json").write_text(json.dumps(summary, indent=2, default=str))
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(stamp)                 # written last, atomically: the stage is complete
     return summary
 
 
