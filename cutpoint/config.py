@@ -51,6 +51,8 @@ DEFAULTS: dict = {
         "compression": "none",    # none | lzf | gzip
         "chunk_rows": 4096,
         "pixels": True,           # also write the raw-pixel pseudo-backbone store
+        "pixels_size": 64,        # its images' longest side at most this (area-resized, aspect
+                                  # kept; mixed sizes → this × this); 0 = native size, no cap
     },
     "classical": {
         "classifiers": ["logreg", "linear_svm", "rbf_svm", "random_forest", "xgboost", "knn"],

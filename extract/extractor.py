@@ -318,25 +318,73 @@ def ensure_self_trained(cfg, run_dir, prepared):
         class_names=list(source.class_names))
 
 
+def pixels_shape(image_shape, cap: int):
+    """The raw-pixel store's (h, w): the data's size with its longest side capped at `cap`
+    (aspect kept, rounded); images of mixed sizes → (cap, cap); cap 0 = native (None if mixed)."""
+    cap = int(cap or 0)
+    if image_shape is None:
+        return (cap, cap) if cap else None
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if not cap or max(h, w) <= cap:
+        return h, w
+    scale = cap / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def area_resize(images: np.ndarray, hw) -> np.ndarray:
+    """uint8 (n, h, w, c) → (n, *hw, c) by area averaging (PIL's BOX filter): the right filter
+    for shrinking, with no aliasing."""
+    from PIL import Image
+    if tuple(images.shape[1:3]) == tuple(hw):
+        return images
+    out = np.empty((len(images), *hw, images.shape[-1]), np.uint8)
+    for i, im in enumerate(images):
+        if im.shape[-1] == 1:
+            out[i, ..., 0] = np.asarray(Image.fromarray(im[..., 0], "L").resize(
+                (hw[1], hw[0]), Image.BOX))
+        else:
+            out[i] = np.asarray(Image.fromarray(im, "RGB").resize((hw[1], hw[0]), Image.BOX))
+    return out
+
+
+def _pixel_batch(dataset, rows, hw) -> np.ndarray:
+    """Images of `rows` at `hw`, area-resized from their native size (one by one when mixed)."""
+    if dataset.image_shape is not None:
+        return area_resize(dataset.images(rows), hw)
+    return np.concatenate([area_resize(dataset.images([r]), hw) for r in rows])
+
+
 def extract_pixels(cfg, run_dir, prepared=None) -> dict:
-    """The raw-pixel pseudo-backbone: flattened pixels / 255 in their own store (`pixels.h5`)."""
+    """The raw-pixel pseudo-backbone: pixels / 255, flattened, in their own store (`pixels.h5`),
+    at a bounded size (`extract.pixels_size`, area-resized) so it cannot dominate the run."""
     prepared = prepared or cds.prepare(cfg)
     target = prepared["target"]
-    shape = target.image_shape
+    cap = int(cfg["extract"].get("pixels_size", 0) or 0)
+    hw = pixels_shape(target.image_shape, cap)
     path = Path(run_dir) / "pixels.h5"
-    if shape is None:
-        log.warning("Images differ in size: no raw-pixel baseline for this dataset.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hw is None:
+        log.warning("Images differ in size and extract.pixels_size = 0: no raw-pixel baseline.")
         return {"skipped": "variable image sizes"}
+    channels = target.image_shape[2] if target.image_shape else \
+        target.images([0], size=(1, 1)).shape[-1]
+    shape = (*hw, channels)
+    resized = target.image_shape is None or tuple(hw) != tuple(target.image_shape[:2])
     order = cds.order_by_split(target, ("train", "test"))
     n, width = len(order), int(np.prod(shape))
     cuts_meta = {PIXELS_CUT: {"width": width, "layer": "input", "pooling": "flatten",
                               "frozen_blocks": 0}}
-    key = extraction_key({"rows": target.source.get("content_hash") or target.source,
-                          "split_def": prepared["split_def"], "pixels": list(shape),
-                          "dtype": cfg["extract"]["dtype"]})
+    key_parts = {"rows": target.source.get("content_hash") or target.source,
+                 "split_def": prepared["split_def"], "pixels": list(shape),
+                 "dtype": cfg["extract"]["dtype"]}
+    if resized:
+        key_parts["resize"] = "area"
+    key = extraction_key(key_parts)
     provenance = {"extraction_key": key, "backbone": "pixels", "weights": "none",
                   "cuts": {PIXELS_CUT: "input"}, "pooling": "flatten", "input_size": list(shape),
-                  "resize_method": "none", "preprocess": "x / 255, flattened",
+                  "data_shape": list(target.image_shape or []), "pixels_size": cap,
+                  "resize_method": "area" if resized else "none",
+                  "preprocess": "x / 255, flattened",
                   "dataset": cfg["dataset"]["name"], "dataset_source": target.source,
                   "split_def": prepared["split_def"], "seed": cfg["experiment"]["seed"],
                   "config": cfg, "packages": package_versions(), "code_version": code_version()}
@@ -351,7 +399,7 @@ def extract_pixels(cfg, run_dir, prepared=None) -> dict:
 
     def batches():
         for s in range(start, n, chunk):
-            x = target.images(order[s:s + chunk]).reshape(-1, width)
+            x = _pixel_batch(target, order[s:s + chunk], hw).reshape(-1, width)
             yield [x.astype(np.float32) / 255.0]
 
     if start < n:
@@ -372,11 +420,19 @@ def embed_images(provenance: dict, cut: str, dataset, batch_size: int = 256) -> 
                          f"{', '.join(provenance.get('cuts', {}))}).")
     if provenance.get("backbone") == "pixels":
         shape = tuple(provenance["input_size"])
-        if dataset.image_shape != shape:
+        if provenance.get("resize_method") == "area":   # resized like the store, from native
+            if shape[2] != (dataset.image_shape or shape)[2]:
+                raise ValueError(f"The raw-pixel model expects {shape[2]}-channel images; got "
+                                 f"{dataset.image_shape[2]}.")
+            batches = (_pixel_batch(dataset, np.arange(s, min(s + 1024, len(dataset))),
+                                    shape[:2]) for s in range(0, len(dataset), 1024))
+        elif dataset.image_shape != shape:
             raise ValueError(f"The raw-pixel model expects images of shape {shape}; got "
                              f"{dataset.image_shape}.")
+        else:
+            batches = (x for _, x in dataset.iter_batches(batch_size=4096))
         return np.concatenate([x.reshape(len(x), -1).astype(np.float32) / 255.0
-                               for _, x in dataset.iter_batches(batch_size=4096)])
+                               for x in batches])
     in_h, in_w, in_c = provenance["input_size"]
     import keras
     keras.utils.set_random_seed(provenance.get("seed", 0))  # as `plan` did, for random init
