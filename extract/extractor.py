@@ -158,8 +158,13 @@ def _load_model(cfg, weights, data_shape):
     if name not in backbones.list_backbones() and str(weights).endswith((".keras", ".h5")) \
             and not str(weights).endswith(".weights.h5"):
         return backbones.load_backbone(name, weights=weights, layer=list(cfg["extract"]["cuts"]))
-    shape = backbones.input_shape_for(backbones.get_spec(name), data_shape,
-                                      cfg["backbone"].get("input_size", 0))
+    spec = backbones.get_spec(name)
+    size = cfg["backbone"].get("input_size", 0)
+    if not size and not spec.own and str(weights).endswith((".keras", ".h5")) \
+            and not str(weights).endswith(".weights.h5"):
+        shape = None     # a whole saved model under a registry name: at its saved input size
+    else:
+        shape = backbones.input_shape_for(spec, data_shape, size)
     return backbones.load_backbone(name, weights=weights, input_shape=shape)
 
 
@@ -436,8 +441,10 @@ def embed_images(provenance: dict, cut: str, dataset, batch_size: int = 256) -> 
     in_h, in_w, in_c = provenance["input_size"]
     import keras
     keras.utils.set_random_seed(provenance.get("seed", 0))  # as `plan` did, for random init
-    model, spec, _ = backbones.load_backbone(provenance["backbone"], weights=provenance["weights"],
-                                             input_shape=(in_h, in_w, in_c))
+    generic = provenance["backbone"] not in backbones.list_backbones()
+    model, spec, _ = backbones.load_backbone(
+        provenance["backbone"], weights=provenance["weights"], input_shape=(in_h, in_w, in_c),
+        layer=list(provenance["cuts"].values()) if generic else None)
     cut_model = backbones.cut_model(model, [provenance["cuts"][cut]], provenance["pooling"])
     forward = make_forward(cut_model, backbones.preprocess_fn(spec), (in_h, in_w), in_c,
                            provenance.get("resize_method", "bilinear"))
