@@ -146,6 +146,54 @@ class _FolderStore:
         return out
 
 
+def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (n, h, w, c) → (n, h, w, channels): gray → RGB by repetition, RGB → gray by
+    luminance with Pillow's integer weights (ITU-R 601-2: .299 R + .587 G + .114 B, rounded),
+    so it equals `Image.convert("L")`."""
+    c = x.shape[-1]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    if c == 3 and channels == 1:
+        lum = (x[..., 0].astype(np.uint32) * 19595 + x[..., 1].astype(np.uint32) * 38470
+               + x[..., 2].astype(np.uint32) * 7471 + 0x8000) >> 16
+        return lum.astype(np.uint8)[..., None]
+    raise DatasetError(f"Cannot convert {c}-channel images to {channels} channels.")
+
+
+class _ChannelStore:
+    """Another store's images converted to `channels` (see `convert_channels`)."""
+
+    def __init__(self, inner, channels):
+        self.inner, self.channels = inner, channels
+
+    def get(self, rows: np.ndarray, size=None) -> np.ndarray:
+        return convert_channels(self.inner.get(rows, size), self.channels)
+
+
+def channels_of(ds) -> int:
+    """The channel count of a dataset's images (also for folders of mixed sizes)."""
+    if ds.image_shape is not None:
+        return int(ds.image_shape[-1])
+    return int(getattr(ds._store, "channels", 3))
+
+
+def with_channels(ds, channels: int):
+    """A view of `ds` whose images have `channels` channels (1: luminance, 3: repetition); the
+    same dataset when they already do. `source["channels_converted"]` records the conversion."""
+    have = channels_of(ds)
+    if int(channels) == have:
+        return ds
+    how = "luminance (ITU-R 601-2)" if channels == 1 else "repeated gray"
+    shape = None if ds.image_shape is None else (*ds.image_shape[:2], int(channels))
+    return Dataset(ds.name, list(ds.class_names), ds.labels, ds.ids, ds.split,
+                   dict(ds.source, channels_converted={"from": have, "to": int(channels),
+                                                      "method": how}),
+                   shape, list(ds.skipped), list(ds.class_ids),
+                   _ChannelStore(ds._store, int(channels)), ds._rows)
+
+
 @dataclass(eq=False)
 class Dataset:
     """Labels, ids, splits and provenance of a dataset (or a view of one); pixels via `images()`.

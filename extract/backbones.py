@@ -227,8 +227,8 @@ def input_decision(spec: BackboneSpec, image_shape, requested_size: int = 0) -> 
         out_c, repeat = 3, True
     elif c != spec.channels:
         raise BackboneError(f"Backbone {spec.name!r} takes {spec.channels}-channel images; the "
-                            f"data has {c} channels. Convert the images to RGB (or grayscale) "
-                            "first.")
+                            f"data has {c} channels. Set dataset.channels = {spec.channels} to "
+                            f"convert them ({'RGB → gray by luminance' if spec.channels == 1 else 'gray → RGB by repetition'}).")
     else:
         out_c = c
     if requested_size:
@@ -463,7 +463,7 @@ def _fit_registry(loaded, spec: BackboneSpec, input_shape, what: str):
     shape = _build_shape(spec, input_shape, "saved")
     if have[2] is not None and shape[2] != have[2]:
         raise BackboneError(f"{what} was saved for {have[2]}-channel input; got input_shape "
-                            f"{shape}.")
+                            f"{shape}. Set dataset.channels = {have[2]} to convert the images.")
     try:
         rebuilt = spec.builder(shape, None)
         _copy_weights(trunk, rebuilt, what)

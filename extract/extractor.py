@@ -168,6 +168,31 @@ def _load_model(cfg, weights, data_shape):
     return backbones.load_backbone(name, weights=weights, input_shape=shape)
 
 
+def apply_channels(cfg: dict, prepared: dict) -> dict:
+    """`dataset.channels` = 1 or 3: the experiment's views with images converted to that many
+    channels (RGB → gray by luminance, gray → RGB by repetition); "auto": unchanged (a 3-channel
+    backbone repeats gray itself). Idempotent."""
+    setting = cfg["dataset"].get("channels", "auto")
+    if setting == "auto":
+        return prepared
+    out = dict(prepared)
+    for role in ("source", "target"):
+        if out.get(role) is not None:
+            out[role] = cds.with_channels(out[role], int(setting))
+    return out
+
+
+def _check_channels(name: str, model_c: int, data_c: int) -> None:
+    if data_c == 3 and model_c == 1:
+        raise ValueError(
+            f"Backbone {name!r} takes 1-channel (grayscale) images; the data has 3 channels "
+            "(RGB). Set dataset.channels = 1 to convert them to gray by luminance (in the config's "
+            "[dataset] section, or `--set dataset.channels=1`).")
+    if model_c not in (data_c, 3):
+        raise ValueError(f"Backbone {name!r} takes {model_c}-channel images; the data has "
+                         f"{data_c}. Set dataset.channels to {model_c}.")
+
+
 def plan(cfg: dict, weights: str, prepared: dict) -> dict:
     """Everything an extraction needs, decided once: model, cuts, row order, provenance, key.
 
@@ -175,10 +200,13 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
     """
     from extract import backbones
 
+    prepared = apply_channels(cfg, prepared)
     target = prepared["target"]
     bcfg, ecfg = cfg["backbone"], cfg["extract"]
     data_shape = target.image_shape
     model, spec, bprov = _load_model(cfg, weights, data_shape)
+    converted = target.source.get("channels_converted")
+    _check_channels(spec.name, int(model.input.shape[-1]), cds.channels_of(target))
     cut_pairs = backbones.resolve_cuts(model, spec, list(ecfg["cuts"]))
     layers = [layer for _, layer in cut_pairs]
     pooling = ecfg["pooling"]
@@ -198,7 +226,7 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         "split_def": prepared["split_def"], "backbone": bcfg["name"],
         "weights": bprov.get("weights_sha256", bprov.get("weights")),
         "input": [in_h, in_w, in_c], "resize": bcfg["resize_method"], "cuts": cuts_meta,
-        "dtype": ecfg["dtype"]})
+        "dtype": ecfg["dtype"], **({"channels_converted": converted} if converted else {})})
     provenance = {
         "extraction_key": key, "backbone": bcfg["name"], "backbone_info": bprov,
         "weights": weights, "cuts": {a: l for a, l in cut_pairs}, "pooling": pooling,
@@ -206,6 +234,8 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         "resize_method": bcfg["resize_method"], "preprocess": spec.preprocess,
         "channels": "repeated gray to RGB" if (in_c == 3 and data_shape and data_shape[-1] == 1)
         else "as is",
+        "dataset_channels": {"setting": cfg["dataset"].get("channels", "auto"),
+                             "channels": cds.channels_of(target), "converted": converted},
         "dataset": cfg["dataset"]["name"], "dataset_source": target.source,
         "split_def": prepared["split_def"], "seed": cfg["experiment"]["seed"], "config": cfg,
         "skipped_files": len(target.skipped), "packages": package_versions(),
@@ -269,7 +299,7 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp = run_dir / "extract.json"   # the Makefile's target: present only after a completed run
     stamp.unlink(missing_ok=True)
-    prepared = prepared or cds.prepare(cfg)
+    prepared = apply_channels(cfg, prepared or cds.prepare(cfg))
     weights = cfg["backbone"]["weights"]
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
@@ -420,6 +450,12 @@ def embed_images(provenance: dict, cut: str, dataset, batch_size: int = 256) -> 
     """
     from extract import backbones
 
+    want_c = (provenance.get("dataset_channels") or {}).get("channels") or \
+        (provenance.get("data_shape") or [None] * 3)[-1]
+    if want_c and cds.channels_of(dataset) != want_c:   # as the store's images were
+        log.info("Converting the new images from %d to %d channels, like the store's.",
+                 cds.channels_of(dataset), want_c)
+        dataset = cds.with_channels(dataset, int(want_c))
     if cut not in provenance.get("cuts", {}):
         raise ValueError(f"Cut {cut!r} is not in the recorded extraction (cuts: "
                          f"{', '.join(provenance.get('cuts', {}))}).")
