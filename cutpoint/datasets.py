@@ -1143,6 +1143,61 @@ def load_folder(path="") -> Dataset:
                    np.array(split), source, shape, skipped, _store=store)
 
 
+def load_unlabelled(sources) -> Dataset:
+    """New, unlabelled images to predict: a folder (every image file under it, recursively —
+    flat or not, sub-folder names are NOT classes) or a list of image files. Decoded and
+    checked like `load_folder` (`scan_images`): files that cannot be used are kept out and
+    listed in `dataset.skipped` with the reason. Ids are the paths relative to the folder (or
+    as given). Labels are all 0 of one class "?", split "test"."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = [Path(s) for s in sources]
+    skipped, files = [], []
+    if len(sources) == 1 and sources[0].is_dir():
+        root = sources[0]
+        files = [(rel, p) for rel, p in _listing(root, root)]
+    else:
+        for p in sources:
+            if p.is_dir():
+                raise DatasetError(f"{p} is a folder: pass one folder, or a list of image files.")
+            if not p.is_file():
+                skipped.append((str(p), "file not found"))
+            else:
+                files.append((str(p), p))
+    if not files and not skipped:
+        raise DatasetError(f"No files in {sources[0]}. Pass a folder of images (JPEG/PNG …) or a "
+                           f"list of image files.")
+    images = []
+    for rel, p in files:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append((rel, f"not an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
+        else:
+            images.append((rel, p))
+    paths, sizes, modes, ids = [], [], [], []
+    for (rel, p), got in zip(images, scan_images([p for _, p in images])):
+        if isinstance(got, str):
+            skipped.append((rel, got))
+            continue
+        paths.append(str(p))
+        modes.append(got[0])
+        sizes.append(got[1])
+        ids.append(rel)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} file(s) that could not be used; e.g. "
+                      f"{skipped[0][0]}: {skipped[0][1]}", DatasetWarning, stacklevel=2)
+    if not paths:
+        raise DatasetError(f"None of the {len(skipped)} file(s) is a readable image (e.g. "
+                           f"{skipped[:3]}).")
+    channels = 1 if all(m in _GRAY_MODES for m in modes) else 3
+    uniform = len(set(sizes)) == 1
+    source = {"loader": "unlabelled", "n_files": len(paths), "n_skipped": len(skipped),
+              "channels": channels, "modes": sorted(set(modes))}
+    store = _FolderStore(paths, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), modes, channels)
+    return Dataset("unlabelled", ["?"], np.zeros(len(paths), np.int64), np.array(ids),
+                   np.array(["test"] * len(paths)), source,
+                   (*sizes[0], channels) if uniform else None, skipped, _store=store)
+
+
 def _read_split_csv(path: Path) -> dict[str, str]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
