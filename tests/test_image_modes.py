@@ -172,3 +172,24 @@ def test_empty_class_folder_is_dropped_with_a_warning(tmp_path):
         target = splits.prepare(cfg)["target"]
     for s in ("train", "test"):
         assert (target.class_counts(s) > 0).all(), s
+
+
+def test_extraction_finishes_without_the_damaged_file_and_says_so(tmp_path, capsys):
+    from embeddings import store
+    from extract.__main__ import main
+    for c in ("a", "b"):
+        for i in range(6):
+            _rgb(tmp_path / "imgs" / c / f"{i}.png", (16, 16))
+    _truncated_jpeg(tmp_path / "imgs" / "b" / "half.jpg")
+    run = tmp_path / "run"
+    code = main(["--set", "dataset.name=folder", "--set", f"dataset.path={tmp_path / 'imgs'}",
+                 "--set", "dataset.source_classes=[]", "--set", "dataset.target_classes=[]",
+                 "--set", "backbone.name=plain_cnn", "--set", "backbone.weights=none",
+                 "--set", "extract.pixels=false", "--run-dir", str(run)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "skipped 1 unreadable file(s)" in out and "skipped_files.csv" in out
+    ids = store.read_samples(run / "embeddings.h5")["ids"].tolist()
+    assert len(ids) == 12 and "folder/b/half.jpg" not in ids
+    assert "b/half.jpg" in (run / "skipped_files.csv").read_text()
+    assert (run / "extract.json").exists()
