@@ -464,10 +464,10 @@ def _fit_registry(loaded, spec: BackboneSpec, input_shape, what: str):
     if have[2] is not None and shape[2] != have[2]:
         raise BackboneError(f"{what} was saved for {have[2]}-channel input; got input_shape "
                             f"{shape}. Set dataset.channels = {have[2]} to convert the images.")
-    try:
+    if spec.own:
         rebuilt = spec.builder(shape, None)
         _copy_weights(trunk, rebuilt, what)
-    except BackboneError:  # another variant of the family (e.g. alpha 0.35): clone it instead
+    else:  # the saved graph itself at the new size: any variant of the family (alpha 0.35 …)
         rebuilt = _clone_at(trunk, shape, what)
     log.info("%s: rebuilt at input %s (saved at %s), weights copied", what, shape, have)
     return rebuilt

@@ -41,11 +41,22 @@ def _x(shape, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (2, *shape)).astype("float32")
 
 
-@pytest.mark.parametrize("kind,suffix", [("functional", ".keras"), ("sequential", ".h5")])
-def test_mobilenet_classifier_under_its_registry_name(tmp_path, kind, suffix):
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """One tiny MobileNetV2 base, saved inside two classifiers (built once for the module)."""
+    tmp = tmp_path_factory.mktemp("nested")
     base = _mobilenet()
-    path = tmp_path / f"clf{suffix}"
-    _head(base, kind).save(str(path))
+    paths = {}
+    for kind, suffix in (("functional", ".keras"), ("sequential", ".h5")):
+        paths[kind] = tmp / f"clf_{kind}{suffix}"
+        _head(base, kind).save(str(paths[kind]))
+    return base, paths
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_mobilenet_classifier_under_its_registry_name(saved, kind):
+    base, paths = saved
+    path = paths[kind]
     model, spec, prov = bb.load_backbone("mobilenet_v2", str(path))
     assert tuple(model.input.shape[1:]) == (32, 32, 3) and spec.preprocess == "tf"
     assert prov["nested"]["family"] == "mobilenet_v2"
@@ -65,10 +76,9 @@ def test_mobilenet_classifier_under_its_registry_name(tmp_path, kind, suffix):
                                base.get_layer("Conv1").get_weights()[0])
 
 
-def test_generic_name_cuts_inner_and_top_level_layers_with_the_bases_preprocessing(tmp_path):
-    base = _mobilenet()
-    path = tmp_path / "clf.keras"
-    _head(base, "functional").save(str(path))
+def test_generic_name_cuts_inner_and_top_level_layers_with_the_bases_preprocessing(saved):
+    base, paths = saved
+    path = paths["functional"]
     model, spec, prov = bb.load_backbone("my_classifier", str(path),
                                          layer=["gap", "block_13_expand_relu"])
     assert spec.preprocess == "tf" and prov["nested"]["top_layers"][0] == "gap"
@@ -94,13 +104,12 @@ def test_tiny_resnet_sequential_classifier_cut_at_inner_and_gap(tmp_path, suffix
     np.testing.assert_allclose(gap, np.asarray(base(x)).mean(axis=(1, 2)), rtol=1e-4, atol=1e-4)
 
 
-def test_extract_a_saved_mobilenet_classifier_by_alias(tmp_path):
+def test_extract_a_saved_mobilenet_classifier_by_alias(tmp_path, saved):
     from conftest import write_toy_npz
     from cutpoint import config
     from embeddings import store
     from extract.extractor import extract
-    path = tmp_path / "clf.keras"
-    _head(_mobilenet(), "functional").save(str(path))
+    path = saved[1]["sequential"]
     npz = write_toy_npz(tmp_path / "toy.npz", n_train=24, n_test=8, size=32)
     common = ["dataset.name=npz", f"dataset.path={npz}", "dataset.source_classes=[]",
               "dataset.target_classes=[]", "backbone.name=mobilenet_v2",
@@ -111,5 +120,3 @@ def test_extract_a_saved_mobilenet_classifier_by_alias(tmp_path):
     assert out["rows"] == 32 and list(out["cuts"]) == ["block5", "block12"]
     assert prov["input_size"] == [32, 32, 3] and prov["preprocess"] == "tf"
     assert prov["channels"] == "repeated gray to RGB"
-    out = extract(config.load(None, common + ["backbone.input_size=40"]), tmp_path / "run40")
-    assert store.provenance(tmp_path / "run40" / "embeddings.h5")["input_size"] == [40, 40, 3]
