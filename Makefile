@@ -26,7 +26,7 @@ CODE = $(wildcard cutpoint/*.py embeddings/*.py)
 RESOLVED := $(RUN)/config.toml
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data extract classify finetune umap report all test test-fast bench clean FORCE
+.PHONY: help venv data extract classify finetune umap report all archive-results test test-fast bench clean FORCE
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ $(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/d
 	$(PY) -m report build --config $(RESOLVED) --run-dir $(RUN)
 
 all: extract classify finetune umap report ## Every stage on the configured experiment
+
+archive-results: $(RESOLVED) ## Move other experiments' rows from results.csv to results-archive.csv
+	$(PY) -m cutpoint archive --config $(RESOLVED) --run-dir $(RUN)
 
 test: $(VENV_STAMP) ## Run every test, slow end-to-end ones included
 	$(PY) -m pytest -q

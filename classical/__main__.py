@@ -113,18 +113,19 @@ def plan_cuts(run_dir: Path, wanted=None) -> list[tuple[Path, str, dict]]:
     return [item for item in plan if item[1] in wanted]
 
 
-def load_split(path, cut):
-    """(X_train, y_train, ids_train, X_test, y_test, ids_test) of one cut."""
+def load_split(path, cut) -> dict:
+    """{split: (X, y, ids)} of one cut for 'train', 'val' and 'test': the rows the experiment's
+    split owner (`cutpoint.splits.prepare`) recorded in the store."""
     store = _store()
     bounds = store.splits(path)
-    for name in ("train", "test"):
+    for name in ("train", "val", "test"):
         if name not in bounds or bounds[name][1] <= bounds[name][0]:
             raise ValueError(f"{path} has no rows in its {name!r} split (splits: "
                              f"{ {k: b - a for k, (a, b) in bounds.items()} }). Classical models "
-                             f"are fitted on 'train' and scored on 'test'; re-extract.")
-    Xtr, ytr, idtr = store.read(path, cut, split="train")
-    Xte, yte, idte = store.read(path, cut, split="test")
-    return Xtr, ytr, idtr, Xte, yte, idte
+                             f"are fitted on 'train', selected on 'val' and scored on 'test'; "
+                             f"stores of older cutpoint versions have no 'val' split: re-extract "
+                             f"with `make extract`.")
+    return {s: store.read(path, cut, split=s) for s in ("train", "val", "test")}
 
 
 # ----------------------------------------------------------------------------- run
@@ -133,7 +134,8 @@ def run_id_for(name: str, prov: dict, cut: str, cfg: dict) -> str:
     section = {k: v for k, v in cfg["classical"].items() if k not in _SELECTION_KEYS}
     ident = {"classifier": name, "definition": pipelines.signature(name),
              "store": _store_identity(prov), "cut": cut, "seed": cfg["experiment"]["seed"],
-             "val_fraction": cfg["dataset"]["val_fraction"], "classical": section}
+             "val_fraction": cfg["dataset"]["val_fraction"], "classical": section,
+             "protocol": results.PROTOCOL_VERSION}
     return f"cl-{hash_obj(ident, 12)}"
 
 
@@ -160,10 +162,10 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
     import joblib
 
     ccfg, seed = cfg["classical"], cfg["experiment"]["seed"]
-    Xtr, ytr, idtr, Xte, yte, idte = data
+    (Xtr, ytr, _), (Xva, yva, _), (Xte, yte, idte) = data["train"], data["val"], data["test"]
     model, info = protocol.fit_select(
-        name, Xtr, ytr, val_fraction=cfg["dataset"]["val_fraction"], seed=seed,
-        n_jobs=ccfg["n_jobs"], rbf_max_train=ccfg["rbf_max_train"])
+        name, Xtr, ytr, Xva, yva, seed=seed, n_jobs=ccfg["n_jobs"],
+        rbf_max_train=ccfg["rbf_max_train"])
     ev = protocol.evaluate(model, Xte, yte, class_names, n_boot=ccfg["bootstrap"], seed=seed)
     out = run_dir / "classical" / run_id
     out.mkdir(parents=True, exist_ok=True)
@@ -185,25 +187,22 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
         | {"selection": info}, indent=1, default=str))
     pixels = prov.get("backbone") == "pixels"
     split_def = prov.get("split_def")
-    return {
-        "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "stage": "classical", "method": f"{'pixels' if pixels else 'frozen'}+{name}",
-        "backbone": prov.get("backbone", ""), "weights": prov.get("weights", ""), "cut": cut,
-        "layer": attrs.get("layer", ""), "pooling": attrs.get("pooling", ""),
-        "classifier": name, "depth": "", "frozen_blocks": _frozen_blocks(prov, attrs),
-        "dataset": prov.get("dataset", cfg["dataset"]["name"]),
-        "split_def": hash_obj(split_def, 12) if isinstance(split_def, dict) else (split_def or ""),
-        "n_train": info["n_train"], "n_val": info["n_val"], "n_test": len(yte),
-        "n_classes": len(model.classes_), "n_features": info["n_features"],
-        "accuracy": ev["accuracy"], "acc_ci_low": ev["acc_ci_low"],
-        "acc_ci_high": ev["acc_ci_high"], "macro_f1": ev["macro_f1"], "log_loss": ev["log_loss"],
-        "fit_seconds": round(info["fit_seconds"], 3),
-        "predict_seconds": round(ev["predict_seconds"], 3), "epochs": "", "trainable_params": "",
-        "best_params": json.dumps(info["best_params"], sort_keys=True), "notes": info["notes"],
-        "seed": seed, "config_hash": cconfig.config_hash(cfg), "code_version": code_version(),
-        "predictions": str((out / "predictions.npz").relative_to(run_dir)),
-        "model": str((out / "model.joblib").relative_to(run_dir)),
-    }
+    return results.new_row(
+        cfg, run_id=run_id, stage="classical", method=f"{'pixels' if pixels else 'frozen'}+{name}",
+        backbone=prov.get("backbone", ""), weights=prov.get("weights", ""), cut=cut,
+        layer=attrs.get("layer", ""), pooling=attrs.get("pooling", ""), classifier=name,
+        frozen_blocks=_frozen_blocks(prov, attrs),
+        dataset=prov.get("dataset", cfg["dataset"]["name"]),
+        split_def=hash_obj(split_def, 12) if isinstance(split_def, dict) else (split_def or ""),
+        n_train=info["n_train"], n_val=info["n_val"], n_test=len(yte),
+        n_classes=len(model.classes_), n_features=info["n_features"],
+        selection=info["selection"], val_accuracy=round(info["best_val_accuracy"], 6),
+        accuracy=ev["accuracy"], acc_ci_low=ev["acc_ci_low"], acc_ci_high=ev["acc_ci_high"],
+        macro_f1=ev["macro_f1"], log_loss=ev["log_loss"],
+        fit_seconds=round(info["fit_seconds"], 3), predict_seconds=round(ev["predict_seconds"], 3),
+        best_params=json.dumps(info["best_params"], sort_keys=True), notes=info["notes"],
+        predictions=str((out / "predictions.npz").relative_to(run_dir)),
+        model=str((out / "model.joblib").relative_to(run_dir)))
 
 
 def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True) -> dict:
@@ -237,7 +236,7 @@ def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True) -> dict:
                 cache.clear()                    # one cut's matrices in memory at a time
                 try:
                     data = load_split(path, cut)
-                    protocol.validate_inputs(data[0], data[1], data[3], data[4])
+                    protocol.validate_inputs(*data["train"][:2], *data["test"][:2])
                     cache[(path, cut)] = (data, store.class_names(path))
                 except Exception as e:           # bad data fails every classifier of the cut
                     cache[(path, cut)] = e

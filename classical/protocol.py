@@ -1,9 +1,9 @@
 """The honest protocol for classical models on embeddings (BRIEF §6), free of I/O.
 
-`fit_select` chooses hyperparameters on ONE stratified, seeded validation split carved from the
-training rows only (the same carve as the fine-tuning stage: `cutpoint.splits.carve_validation`),
-fits each grid point once, then refits the best setting on all training rows. The test split is
-never seen there: `evaluate` scores it once, with `cutpoint.metrics`.
+`fit_select` chooses hyperparameters on the experiment's validation split (carved once from train
+by `cutpoint.splits.prepare` and stored with the embeddings; the fine-tuning stage selects on the
+same rows), fits each grid point once, then refits the best setting on train + validation. The
+test split is never seen there: `evaluate` scores it once, with `cutpoint.metrics`.
 """
 from __future__ import annotations
 
@@ -71,41 +71,64 @@ def validate_inputs(X_train, y_train, X_test=None, y_test=None):
 
 # ----------------------------------------------------------------------------- fit & select
 
-def fit_select(name, X_train, y_train, *, val_fraction=0.1, seed=0, n_jobs=2,
-               rbf_max_train=10000, pca=None):
-    """Choose `name`'s hyperparameters on a validation split of TRAIN, refit on all of train.
+SELECTION_RULE = ("hyperparameters chosen by validation accuracy on the experiment's val split "
+                  "(carved once from train by cutpoint.splits); final fit on train + val; test "
+                  "scored once")
 
-    Returns ``(fitted_pipeline, info)``; info has best_params, val_scores (one per grid point,
-    in grid order), search/refit/fit seconds, notes, n_train (rows of the final fit), n_val.
+
+def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0.1, seed=0,
+               n_jobs=2, rbf_max_train=10000, pca=None):
+    """Choose `name`'s hyperparameters on validation rows, then refit on train + validation.
+
+    The validation rows are `X_val, y_val` when given (the experiment's recorded val split);
+    without them a stratified seeded `val_fraction` is carved from the training rows (for
+    library use). Test rows never enter. Returns ``(fitted_pipeline, info)``; info has
+    best_params, val_scores (one per grid point, in grid order; None = not fitted),
+    best_val_accuracy, search/refit/fit seconds, notes, n_train (rows of the final fit), n_fit
+    (rows the search fitted on), n_val.
     """
     entry = pipelines.get(name)
     validate_inputs(X_train, y_train)
     X, y = _as_xy(X_train, y_train, "train")
     pipe, grid, notes = pipelines.make(name, seed, n_jobs, pca=pca, n_features=X.shape[1])
     notes = [notes]
-    _, codes = np.unique(y, return_inverse=True)      # carve/limit need integer labels
-    rows = np.arange(len(y))
+    if X_val is None:
+        _, codes = np.unique(y, return_inverse=True)      # carve needs integer labels
+        fit_rows, val_rows = carve_validation(codes, np.arange(len(y)), val_fraction, seed)
+        Xv, yv = X[val_rows], y[val_rows]
+        X, y = X[fit_rows], y[fit_rows]
+    else:
+        Xv, yv = _as_xy(X_val, y_val, "val")
+        if Xv.shape[1] != X.shape[1]:
+            raise ValueError(f"X_val has {Xv.shape[1]} features but X_train has {X.shape[1]}: "
+                             f"both must come from the same cut point.")
+    X_all, y_all = np.concatenate([X, Xv]), np.concatenate([y, yv])
+    fit_rows, all_rows = np.arange(len(y)), np.arange(len(y_all))
     limit = {"rbf_max_train": rbf_max_train}.get(entry.max_train_key)
-    if limit and len(rows) > limit:
-        rows = stratified_limit(codes, rows, int(limit), seed)
-        notes.append(f"Fitted on a stratified subset of {len(rows)} of {len(y)} train rows "
-                     f"(classical.rbf_max_train = {limit}; RBF SVC training is quadratic).")
-    fit_rows, val_rows = carve_validation(codes, rows, val_fraction, seed)
+    if limit and len(y_all) > limit:   # the same share of the cap for search and refit
+        fit_rows = _stratified(y, max(2, int(limit) * len(y) // len(y_all)), seed)
+        all_rows = _stratified(y_all, int(limit), seed)
+        notes.append(f"Fitted on a stratified subset of {len(all_rows)} of {len(y_all)} train + "
+                     f"val rows (search on {len(fit_rows)} of {len(y)} train rows; "
+                     f"classical.rbf_max_train = {limit}: RBF SVC training is quadratic).")
 
     t0 = time.perf_counter()
     pre, clf = pipe[:-1], pipe[-1]
     if len(pre.steps):
         pre = clone(pre).fit(X[fit_rows])
-        Xf, Xv = pre.transform(X[fit_rows]), pre.transform(X[val_rows])
+        Xf, Xvt = pre.transform(X[fit_rows]), pre.transform(Xv)
     else:
-        Xf, Xv = X[fit_rows], X[val_rows]
+        Xf, Xvt = X[fit_rows], Xv
     prefix = f"{pipelines.CLF}__"
     clf_grid = [{k[len(prefix):]: v for k, v in p.items()} for p in grid]
-    if entry.sweep is not None:
-        scores = entry.sweep(clf, Xf, y[fit_rows], Xv, y[val_rows], clf_grid, n_jobs)
-    else:
-        scores = pipelines.sweep_each(clf, Xf, y[fit_rows], Xv, y[val_rows], clf_grid, n_jobs,
-                                      parallel=entry.parallel_grid)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        if entry.sweep is not None:
+            scores = entry.sweep(clf, Xf, y[fit_rows], Xvt, yv, clf_grid, n_jobs)
+        else:
+            scores = pipelines.sweep_each(clf, Xf, y[fit_rows], Xvt, yv, clf_grid, n_jobs,
+                                          parallel=entry.parallel_grid)
+    _record_warnings(caught, notes, "grid point(s) of the search")
     search_s = time.perf_counter() - t0
     # ties: the first point in grid order (for logreg the smallest C); None = not fitted
     best = int(np.argmax([-np.inf if s is None else s for s in scores]))
@@ -118,25 +141,40 @@ def fit_select(name, X_train, y_train, *, val_fraction=0.1, seed=0, n_jobs=2,
     model = clone(pipe).set_params(**grid[best])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(X[rows], y[rows])
+        model.fit(X_all[all_rows], y_all[all_rows])
+    _record_warnings(caught, notes, "final fit")
     refit_s = time.perf_counter() - t1
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            note = "The final fit reached max_iter before converging."
-            if note not in notes:
-                notes.append(note)
-        else:   # not ours to silence
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     info = {
         "best_params": {k: _plain(v) for k, v in grid[best].items()},
         "val_scores": [{"params": {k: _plain(v) for k, v in p.items()}, "val_accuracy": s}
                        for p, s in zip(grid, scores)],
         "best_val_accuracy": float(scores[best]),
+        "selection": SELECTION_RULE if X_val is not None else
+        f"hyperparameters chosen on a stratified {val_fraction:.0%} of train; final fit on all "
+        f"train rows",
         "search_seconds": search_s, "refit_seconds": refit_s, "fit_seconds": search_s + refit_s,
-        "notes": " ".join(notes), "n_train": int(len(rows)), "n_val": int(len(val_rows)),
+        "notes": " ".join(notes), "n_train": int(len(all_rows)), "n_val": int(len(yv)),
         "n_fit": int(len(fit_rows)), "n_features": int(X.shape[1]),
     }
     return model, info
+
+
+def _stratified(y, n, seed) -> np.ndarray:
+    _, codes = np.unique(y, return_inverse=True)
+    return stratified_limit(codes, np.arange(len(y)), n, seed)
+
+
+def _record_warnings(caught, notes: list, where: str) -> None:
+    """Convergence warnings become a note on the run (counted, never silenced); others are
+    shown as usual."""
+    n = 0
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            n += 1
+        else:   # not ours to handle
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if n:
+        notes.append(f"ConvergenceWarning in {n} {where} (reached max_iter).")
 
 
 def _plain(v):

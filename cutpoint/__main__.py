@@ -1,7 +1,10 @@
 """`python -m cutpoint resolve --config F [--set s.k=v …] --out runs/<exp>/config.toml`
+`python -m cutpoint archive --config runs/<exp>/config.toml --run-dir runs/<exp>`
 
-Resolves a config (defaults ← file ← overrides) and writes it only when it changed, so the
-Makefile's file targets re-run a stage exactly when its configuration changed.
+`resolve` resolves a config (defaults ← file ← overrides) and writes it only when it changed, so
+the Makefile's file targets re-run a stage exactly when its configuration changed. `archive`
+moves the results rows of other experiments (older protocol, other seed or splits) from
+results.csv to results-archive.csv: kept, never compared.
 """
 import argparse
 import sys
@@ -16,11 +19,21 @@ def main(argv=None):
     r.add_argument("--config", default=None)
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
     r.add_argument("--out", required=True)
+    a = sub.add_parser("archive", help="move other experiments' rows to results-archive.csv")
+    a.add_argument("--config", required=True)
+    a.add_argument("--run-dir", required=True)
     args = p.parse_args(argv)
     try:
-        cfg = config.load(args.config, args.sets)
+        cfg = config.load(args.config, getattr(args, "sets", []))
     except config.ConfigError as e:
         sys.exit(f"error: {e}")
+    if args.cmd == "archive":
+        from pathlib import Path
+
+        from cutpoint import results
+        moved, dest = results.archive(Path(args.run_dir) / "results.csv", cfg)
+        print(f"{moved} row(s) of other experiments moved to {dest}")
+        return
     changed = config.write_if_changed(args.out, config.to_toml(cfg))
     print(f"config {'updated' if changed else 'unchanged'}: {args.out}")
 

@@ -94,13 +94,13 @@ def classification_metrics(y_true, y_pred, proba=None, labels=None, class_names=
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict:
-    """Paired McNemar test of two classifiers on the same samples.
+    """Paired McNemar test of two classifiers on the same samples (statsmodels).
 
     b = samples A gets right and B gets wrong, c = the reverse. With fewer than 25 discordant
     pairs the exact two-sided binomial test (statistic = min(b, c)) is used; otherwise the
     chi-square statistic with continuity correction, (|b - c| - 1)² / (b + c), on 1 dof.
     """
-    from scipy import stats
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
     y_true, pred_a, pred_b = (np.asarray(a) for a in (y_true, pred_a, pred_b))
     if not (y_true.shape == pred_a.shape == pred_b.shape) or y_true.ndim != 1:
@@ -109,13 +109,19 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
     a_ok, b_ok = pred_a == y_true, pred_b == y_true
     b = int(np.sum(a_ok & ~b_ok))
     c = int(np.sum(~a_ok & b_ok))
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return {"b": b, "c": c, "statistic": 0.0, "p_value": 1.0, "method": "exact"}
-    if n < _EXACT_BELOW:
-        p = stats.binomtest(min(b, c), n, 0.5, alternative="two-sided").pvalue
-        return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": float(min(1.0, p)),
-                "method": "exact"}
-    statistic = (abs(b - c) - 1.0) ** 2 / n
-    return {"b": b, "c": c, "statistic": float(statistic),
-            "p_value": float(stats.chi2.sf(statistic, df=1)), "method": "chi2-cc"}
+    exact = b + c < _EXACT_BELOW
+    res = sm_mcnemar([[0, b], [c, 0]], exact=exact, correction=True)
+    return {"b": b, "c": c, "statistic": float(res.statistic),
+            "p_value": float(min(1.0, res.pvalue)), "method": "exact" if exact else "chi2-cc"}
+
+
+def holm(p_values, alpha: float = 0.05) -> tuple[list[float], list[bool]]:
+    """Holm-adjusted p-values and rejections for a family of tests (statsmodels)."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not len(p_values):
+        return [], []
+    reject, adjusted, _, _ = multipletests(list(p_values), alpha=alpha, method="holm")
+    return [float(p) for p in adjusted], [bool(r) for r in reject]

@@ -14,7 +14,13 @@ Columns
   frozen_blocks                     backbone blocks kept frozen (Yosinski's n): classical at the
                                     cut after block i → i; fine-tuning at depth k → n_blocks - k;
                                     scratch → 0. The x axis of the accuracy-vs-depth figure.
-  dataset, split_def, n_train, n_val, n_test, n_classes, n_features
+  experiment                        `experiment_id(cfg)`: which experiment definition the row
+                                    belongs to; the report compares only rows of the current one
+  dataset, split_def, labels_per_class (0 = every label of the train split), n_train (rows of the
+  final fit), n_val (rows the selection scored), n_test, n_classes, n_features
+  selection                         the rule that chose hyperparameters / epochs / learning rate
+  val_accuracy                      the validation score of the chosen setting: what every
+                                    "best" in the report is chosen by (never test accuracy)
   accuracy, acc_ci_low, acc_ci_high (95 % bootstrap), macro_f1, log_loss
   fit_seconds, predict_seconds, epochs, trainable_params
   best_params (JSON), notes
@@ -32,14 +38,49 @@ from pathlib import Path
 
 COLUMNS = [
     "run_id", "created", "stage", "method", "backbone", "weights", "cut", "layer", "pooling",
-    "classifier", "depth", "frozen_blocks", "dataset", "split_def", "n_train", "n_val", "n_test", "n_classes",
-    "n_features", "accuracy", "acc_ci_low", "acc_ci_high", "macro_f1", "log_loss",
+    "classifier", "depth", "frozen_blocks", "experiment", "dataset", "split_def",
+    "labels_per_class", "n_train", "n_val", "n_test", "n_classes", "n_features", "selection",
+    "val_accuracy", "accuracy", "acc_ci_low", "acc_ci_high", "macro_f1", "log_loss",
     "fit_seconds", "predict_seconds", "epochs", "trainable_params", "best_params", "notes",
     "seed", "config_hash", "code_version", "predictions", "model",
 ]
-NUMERIC = {"n_train", "n_val", "n_test", "n_classes", "n_features", "accuracy", "acc_ci_low",
-           "acc_ci_high", "macro_f1", "log_loss", "fit_seconds", "predict_seconds", "epochs",
-           "trainable_params", "seed", "frozen_blocks"}
+INTEGER = {"n_train", "n_val", "n_test", "n_classes", "n_features", "epochs", "trainable_params",
+           "seed", "frozen_blocks", "labels_per_class"}
+NUMERIC = INTEGER | {"accuracy", "acc_ci_low", "acc_ci_high", "macro_f1", "log_loss",
+                     "fit_seconds", "predict_seconds", "val_accuracy"}
+# Bump when a change to any stage's protocol changes what its numbers mean: rows made under
+# another version belong to another experiment and are never compared with today's.
+PROTOCOL_VERSION = 3
+# The config sections (and keys) that define the experiment, as opposed to the methods run on it.
+_EXPERIMENT_KEYS = {"experiment": ("seed",), "dataset": None, "backbone": None, "train": None,
+                    "extract": ("cuts", "pooling", "dtype")}
+
+
+def experiment_id(cfg: dict) -> str:
+    """The id of the experiment a config defines: data, splits and seed, backbone and its
+    training, extraction, and PROTOCOL_VERSION. Rows with another id are never compared."""
+    from cutpoint.provenance import hash_obj
+    part = {s: (cfg[s] if keys is None else {k: cfg[s][k] for k in keys})
+            for s, keys in _EXPERIMENT_KEYS.items()}
+    return f"ex-{hash_obj({'protocol': PROTOCOL_VERSION, **part}, 10)}"
+
+
+def belongs(row: dict, cfg: dict) -> bool:
+    return row.get("experiment") == experiment_id(cfg)
+
+
+def comparable(rows, cfg) -> list:
+    """The rows a report compares: this experiment (`experiment_id`), its seed and its label
+    budget. Older or other rows stay in the table but are never mixed in."""
+    seed, budget = cfg["experiment"]["seed"], cfg["dataset"].get("labels_per_class", 0)
+    return [r for r in rows if belongs(r, cfg) and r.get("seed") == seed
+            and (r.get("labels_per_class") or 0) == budget]
+
+
+def curve_rows(rows, cfg) -> list:
+    """This experiment's label-efficiency rows (other budgets or seeds than the main ones)."""
+    mine = {r["run_id"] for r in comparable(rows, cfg)}
+    return [r for r in rows if belongs(r, cfg) and r["run_id"] not in mine]
 
 
 def read(path) -> list[dict]:
@@ -49,21 +90,18 @@ def read(path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames and list(reader.fieldnames) != COLUMNS:
-            missing = [c for c in COLUMNS if c not in reader.fieldnames]
-            if missing:
-                raise ValueError(f"{path} is not a cutpoint results table: columns {missing} are "
-                                 f"missing. Move it away; the next run writes a new one.")
+        if reader.fieldnames and not {"run_id", "stage", "accuracy"} <= set(reader.fieldnames):
+            raise ValueError(f"{path} is not a cutpoint results table (columns "
+                             f"{reader.fieldnames[:6]}…). Move it away; the next run writes a "
+                             f"new one.")
         rows = []
-        for raw in reader:
+        for raw in reader:   # a table of an older version: its missing columns read as empty
             row = {}
             for k in COLUMNS:
-                v = raw.get(k, "")
+                v = raw.get(k) or ""
                 if k in NUMERIC:
-                    v = None if v in ("", None) else float(v)
-                    if v is not None and k in ("n_train", "n_val", "n_test", "n_classes",
-                                               "n_features", "epochs", "trainable_params", "seed",
-                                               "frozen_blocks"):
+                    v = None if v == "" else float(v)
+                    if v is not None and k in INTEGER:
                         v = int(v)
                 row[k] = v
             rows.append(row)
@@ -86,6 +124,31 @@ def append(path, row: dict) -> bool:
     if any(r["run_id"] == row["run_id"] for r in rows):
         return False
     rows.append(row)
+    _write(path, rows)
+    return True
+
+
+def new_row(cfg: dict, **fields) -> dict:
+    """A results row for `cfg`'s experiment: every column present (blank by default), with the
+    experiment id, creation time, config hash and code version filled in. The one row builder
+    used by every stage."""
+    from datetime import datetime, timezone
+
+    from cutpoint.config import config_hash
+    from cutpoint.provenance import code_version
+    unknown = set(fields) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"Unknown results columns {sorted(unknown)}. Valid columns: {COLUMNS}.")
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               experiment=experiment_id(cfg), seed=cfg["experiment"]["seed"],
+               labels_per_class=cfg["dataset"].get("labels_per_class", 0),
+               config_hash=config_hash(cfg), code_version=code_version())
+    row.update(fields)
+    return row
+
+
+def _write(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -95,4 +158,17 @@ def append(path, row: dict) -> bool:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(buf.getvalue())
     tmp.replace(path)
-    return True
+
+
+def archive(path, cfg: dict) -> tuple[int, Path]:
+    """Move the rows of other experiments (other splits, seed, backbone, extraction or protocol
+    version) from `path` to `results-archive.csv` beside it. Returns (rows moved, archive)."""
+    path = Path(path)
+    dest = path.with_name("results-archive.csv")
+    rows = read(path)
+    keep = [r for r in rows if belongs(r, cfg)]
+    moved = [r for r in rows if not belongs(r, cfg)]
+    if moved:
+        _write(dest, read(dest) + moved)
+        _write(path, keep)
+    return len(moved), dest

@@ -14,21 +14,35 @@ every stage (extract, classical, finetune, report) works on the same ones:
      stratified 20 % test split (seed 0, independent of experiment.seed: the test set must not
      move between seeds);
   3. per view (source = half A, target = half B): keep its classes, then per split at most
-     `limit` rows (stratified), then on target's train split at most `labels_per_class` rows per
-     class; relabel the classes 0..len-1 in the configured order; order rows train then test;
-  4. carve the validation split (`val_fraction`, stratified, seeded) from each view's train rows.
+     `limit` rows (stratified; the test rows are drawn with a fixed seed, so they do not move
+     between seeds), then on target's train split at most `labels_per_class` rows per class;
+     relabel the classes 0..len-1 in the configured order;
+  4. carve the validation split (`val_fraction`, stratified, seeded) from each view's train rows
+     and write it INTO the view: `view.split` is 'train' / 'val' / 'test', rows ordered so.
+
+This is the only place a validation split is carved for an experiment: the stages read
+`view.split` (self-training, fine-tuning) or the store's split column (classical, UMAP, report),
+never carve their own. `prepare(cfg, run_dir=…)` records the assignment in
+`<run_dir>/splits.npz` the first time and, on every later call, checks that it reproduces the
+recorded one exactly, so two stages cannot silently work on different rows.
 """
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from cutpoint.datasets import Dataset, DatasetError, DatasetWarning, _check_classes, load
-from cutpoint.provenance import hash_arrays
+from cutpoint.provenance import hash_arrays, hash_obj
 
 __all__ = ["class_subset", "carve_validation", "label_budget", "stratified_limit",
-           "describe_split", "order_by_split", "train_val_test", "prepare"]
+           "describe_split", "order_by_split", "train_val_test", "prepare", "SPLIT_ORDER",
+           "SPLITS_FILE", "record_splits", "split_def_hash"]
+
+SPLIT_ORDER = ("train", "val", "test")
+SPLITS_FILE = "splits.npz"
 
 _SALT = {"val": 1, "budget": 2, "limit": 3, "test": 4}
 TEST_CARVE_FRACTION, TEST_CARVE_SEED = 0.2, 0
@@ -170,7 +184,10 @@ def order_by_split(ds: Dataset, order=("train", "test")) -> np.ndarray:
 
 
 def train_val_test(ds: Dataset, val_fraction, seed) -> dict[str, np.ndarray]:
-    """{'train', 'val', 'test'} row indices of `ds`: val carved from the dataset's train split."""
+    """{'train', 'val', 'test'} row indices of `ds`: val carved from the dataset's train split
+    (a view made by `prepare` already has its 'val' rows: they are returned as they are)."""
+    if (ds.split == "val").any():
+        return {s: np.flatnonzero(ds.split == s) for s in SPLIT_ORDER}
     train, val = carve_validation(ds.labels, np.flatnonzero(ds.split == "train"), val_fraction,
                                   seed)
     return {"train": train, "val": val, "test": np.flatnonzero(ds.split == "test")}
@@ -222,13 +239,14 @@ def _cfg_int(d: dict, key: str, minimum: int = 0) -> int:
     return int(v)
 
 
-def prepare(cfg: dict, dataset: Dataset | None = None) -> dict:
+def prepare(cfg: dict, dataset: Dataset | None = None, run_dir=None) -> dict:
     """The experiment's rows from a resolved config (see the module docstring).
 
     Returns {"source": Dataset or None (when dataset.source_classes == []), "target": Dataset,
     "split_def": JSON-able dict, "splits": {"source": {...} or None, "target": {train, val,
-    test}}} where the views are relabelled, ordered train-then-test, and `splits` holds each
-    view's row indices (val carved from train). Pass `dataset` to reuse an already loaded one.
+    test}}} where the views are relabelled, their `split` is 'train'/'val'/'test' (rows in that
+    order), and `splits` holds each view's row indices. Pass `dataset` to reuse an already
+    loaded one, `run_dir` to record / check the assignment in `<run_dir>/splits.npz`.
     """
     d, seed = cfg["dataset"], _seed(cfg["experiment"]["seed"])
     limit, budget = _cfg_int(d, "limit"), _cfg_int(d, "labels_per_class")
@@ -269,19 +287,21 @@ def prepare(cfg: dict, dataset: Dataset | None = None) -> dict:
         chosen = []
         for s in np.unique(split[rows]):
             r = rows[split[rows] == s]
-            if limit:
-                r = stratified_limit(ds.labels, r, limit, seed)
+            if limit:   # the test rows must not move with the seed
+                r = stratified_limit(ds.labels, r, limit, TEST_CARVE_SEED if s == "test" else seed)
             if role == "target" and budget and s == "train":
                 r = label_budget(ds.labels, r, budget, seed)
             chosen.append(r)
         rows = np.sort(np.concatenate(chosen))
         view = ds.subset(rows, relabel_classes=classes)
-        view.split = split[rows]
-        view = view.subset(order_by_split(view))
+        view.split = split[rows].astype("<U8")
         try:
-            indices[role] = train_val_test(view, val_fraction, seed)
+            carved = train_val_test(view, val_fraction, seed)
         except DatasetError as e:
             raise DatasetError(f"{role} view (classes {classes}): {e}") from None
+        view.split[carved["val"]] = "val"
+        view = view.subset(order_by_split(view, SPLIT_ORDER))
+        indices[role] = {s: np.flatnonzero(view.split == s) for s in SPLIT_ORDER}
         views[role] = view
         defs[role] = describe_split(view, seed=seed, val_fraction=val_fraction,
                                     labels_per_class=budget if role == "target" else 0,
@@ -292,5 +312,42 @@ def prepare(cfg: dict, dataset: Dataset | None = None) -> dict:
         "test_carved": test_carved, "source": defs["source"], "target": defs["target"],
         "dataset_source": ds.source,
     })
-    return {"source": views["source"], "target": views["target"], "split_def": split_def,
-            "splits": indices}
+    prepared = {"source": views["source"], "target": views["target"], "split_def": split_def,
+                "splits": indices}
+    if run_dir is not None:
+        record_splits(run_dir, prepared)
+    return prepared
+
+
+def split_def_hash(split_def: dict) -> str:
+    """The short id of a split definition (the `split_def` column of results.csv)."""
+    return hash_obj(split_def, 12)
+
+
+def record_splits(run_dir, prepared: dict) -> Path:
+    """Write `<run_dir>/splits.npz` (ids and split of every row of each view) the first time;
+    afterwards refuse a `prepared` whose rows or splits differ from the recorded ones."""
+    path = Path(run_dir) / SPLITS_FILE
+    arrays = {}
+    for role in ("source", "target"):
+        v = prepared[role]
+        if v is not None:
+            arrays[f"{role}_ids"] = np.asarray(v.ids).astype(str)
+            arrays[f"{role}_split"] = np.asarray(v.split).astype(str)
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            old = {k: z[k] for k in z.files if k != "split_def"}
+            old_def = str(z["split_def"]) if "split_def" in z.files else "{}"
+        same = old.keys() == arrays.keys() and all(np.array_equal(old[k], arrays[k]) for k in old)
+        if not same:
+            raise DatasetError(
+                f"{path} records other rows or splits than this config gives (recorded split "
+                f"definition: {old_def[:300]}…). A run folder holds one experiment: use another "
+                f"one (make … RUN=runs/<new>) or remove this one with `make clean`.")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, split_def=np.asarray(json.dumps(prepared["split_def"],
+                                                             sort_keys=True)), **arrays)
+    tmp.replace(path)
+    return path

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cutpoint import datasets as cds
+from cutpoint.splits import SPLIT_ORDER
 from cutpoint.provenance import code_version, hash_obj, package_versions
 from embeddings import store
 
@@ -212,7 +213,7 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
     pooling = ecfg["pooling"]
     widths = backbones.cut_widths(model, layers, pooling)
     in_h, in_w, in_c = (int(v) for v in model.input.shape[1:4])
-    order = cds.order_by_split(target, ("train", "test"))
+    order = cds.order_by_split(target, SPLIT_ORDER)
     blocks = list(getattr(spec, "blocks", ()) or ())
     cuts_meta = {}
     for (alias, layer), width in zip(cut_pairs, widths):
@@ -223,7 +224,7 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         cuts_meta[alias] = meta
     key = extraction_key({
         "rows": target.source.get("content_hash") or target.source,
-        "split_def": prepared["split_def"], "backbone": bcfg["name"],
+        "split_def": prepared["split_def"], "split_order": SPLIT_ORDER, "backbone": bcfg["name"],
         "weights": bprov.get("weights_sha256", bprov.get("weights")),
         "input": [in_h, in_w, in_c], "resize": bcfg["resize_method"], "cuts": cuts_meta,
         "dtype": ecfg["dtype"], **({"channels_converted": converted} if converted else {})})
@@ -299,7 +300,7 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     run_dir.mkdir(parents=True, exist_ok=True)
     stamp = run_dir / "extract.json"   # the Makefile's target: present only after a completed run
     stamp.unlink(missing_ok=True)
-    prepared = apply_channels(cfg, prepared or cds.prepare(cfg))
+    prepared = apply_channels(cfg, prepared or cds.prepare(cfg, run_dir=run_dir))
     weights = cfg["backbone"]["weights"]
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
@@ -338,8 +339,7 @@ def ensure_self_trained(cfg, run_dir, prepared):
                          "but source_classes is empty. Give the classes of half A (e.g. [0, 1, 2, "
                          "3, 4]) or use weights = 'imagenet' / a weights file.")
     seed = cfg["experiment"]["seed"]
-    train_idx = np.flatnonzero(np.asarray(source.split) == "train")
-    tr, va = cds.carve_validation(source.labels, train_idx, cfg["dataset"]["val_fraction"], seed)
+    tr, va = (np.flatnonzero(np.asarray(source.split) == s) for s in ("train", "val"))
     size = None
     if source.image_shape is None:  # an image folder of mixed sizes: train at the input size
         size = (cfg["backbone"]["input_size"],) * 2
@@ -405,13 +405,13 @@ def extract_pixels(cfg, run_dir, prepared=None) -> dict:
         target.images([0], size=(1, 1)).shape[-1]
     shape = (*hw, channels)
     resized = target.image_shape is None or tuple(hw) != tuple(target.image_shape[:2])
-    order = cds.order_by_split(target, ("train", "test"))
+    order = cds.order_by_split(target, SPLIT_ORDER)
     n, width = len(order), int(np.prod(shape))
     cuts_meta = {PIXELS_CUT: {"width": width, "layer": "input", "pooling": "flatten",
                               "frozen_blocks": 0}}
     key_parts = {"rows": target.source.get("content_hash") or target.source,
-                 "split_def": prepared["split_def"], "pixels": list(shape),
-                 "dtype": cfg["extract"]["dtype"]}
+                 "split_def": prepared["split_def"], "split_order": SPLIT_ORDER,
+                 "pixels": list(shape), "dtype": cfg["extract"]["dtype"]}
     if resized:
         key_parts["resize"] = "area"
     key = extraction_key(key_parts)

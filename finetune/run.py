@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from cutpoint import config as cconfig
 from cutpoint import datasets as cds
 from cutpoint import results
 from cutpoint.metrics import classification_metrics
-from cutpoint.provenance import code_version, hash_obj
+from cutpoint.provenance import hash_obj
 from finetune.finetune import parse_depths, save_run, timed_predict, train_at_depth
 
 log = logging.getLogger("cutpoint.finetune")
@@ -48,6 +47,16 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _val_accuracy(history: dict):
+    """Validation accuracy of the epoch early stopping restored (lowest val_loss) in the last
+    phase that ran."""
+    for phase in reversed(list(history.values())):
+        if phase.get("val_loss"):
+            best = int(np.argmin(phase["val_loss"]))
+            return round(float(phase["val_accuracy"][best]), 6)
+    return None
+
+
 def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     """Run every requested depth not already in the results table. Returns the new rows."""
     from extract import backbones
@@ -55,7 +64,7 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
 
     run_dir = Path(run_dir)
     fcfg, bcfg, seed = cfg["finetune"], cfg["backbone"], cfg["experiment"]["seed"]
-    prepared = prepared or cds.prepare(cfg)
+    prepared = prepared or cds.prepare(cfg, run_dir=run_dir)
     target = prepared["target"]
     weights = bcfg["weights"]
     if weights == "self":
@@ -66,9 +75,9 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     blocks = list(spec.blocks)
     todo = parse_depths(depths if depths is not None else fcfg["depths"], len(blocks))
 
-    train_idx = np.flatnonzero(np.asarray(target.split) == "train")
-    test_idx = np.flatnonzero(np.asarray(target.split) == "test")
-    tr, va = cds.carve_validation(target.labels, train_idx, cfg["dataset"]["val_fraction"], seed)
+    # the experiment's splits, carved once by cutpoint.splits.prepare (never here)
+    tr, va, test_idx = (np.flatnonzero(np.asarray(target.split) == s)
+                        for s in ("train", "val", "test"))
     y = np.asarray(target.labels)
     size = None if target.image_shape is not None else input_shape[:2]  # mixed-size folders
     x_tr, x_va, x_te = (target.images(i, size=size) for i in (tr, va, test_idx))
@@ -114,23 +123,23 @@ def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         np.savez_compressed(out / "predictions.npz", ids=np.asarray(target.ids)[test_idx],
                             y_true=y[test_idx], y_pred=y_pred, proba=proba.astype(np.float32),
                             classes=np.asarray(target.class_names))
-        row = {
-            "run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "stage": stage, "method": "scratch" if stage == "scratch" else f"finetune k={depth}",
-            "backbone": bcfg["name"], "weights": "random" if stage == "scratch" else bprov.get(
-                "weights", weights), "cut": "", "layer": "", "pooling": "",
-            "classifier": "", "depth": "scratch" if stage == "scratch" else str(depth),
-            "frozen_blocks": 0 if stage == "scratch" else len(blocks) - depth,
-            "dataset": cfg["dataset"]["name"], "split_def": hash_obj(prepared["split_def"], 12),
-            "n_train": len(tr), "n_val": len(va), "n_test": len(test_idx), "n_classes": n_classes,
-            "n_features": "", "accuracy": m["accuracy"], "acc_ci_low": m["acc_ci_low"],
-            "acc_ci_high": m["acc_ci_high"], "macro_f1": m["macro_f1"], "log_loss": m.get("log_loss"),
-            "fit_seconds": round(fit_s, 3), "predict_seconds": round(pred_s, 3), "epochs": epochs,
-            "trainable_params": n_trainable, "best_params": "", "notes": "",
-            "seed": seed, "config_hash": cconfig.config_hash(cfg), "code_version": code_version(),
-            "predictions": str((out / "predictions.npz").relative_to(run_dir)),
-            "model": str((out / "model.keras").relative_to(run_dir)),
-        }
+        row = results.new_row(
+            cfg, run_id=run_id, stage=stage,
+            method="scratch" if stage == "scratch" else f"finetune k={depth}",
+            backbone=bcfg["name"],
+            weights="random" if stage == "scratch" else bprov.get("weights", weights),
+            depth="scratch" if stage == "scratch" else str(depth),
+            frozen_blocks=0 if stage == "scratch" else len(blocks) - depth,
+            dataset=cfg["dataset"]["name"], split_def=hash_obj(prepared["split_def"], 12),
+            n_train=len(tr), n_val=len(va), n_test=len(test_idx), n_classes=n_classes,
+            selection="epoch restored by validation loss (early stopping); final model trained "
+                      "on train only",
+            val_accuracy=_val_accuracy(history),
+            accuracy=m["accuracy"], acc_ci_low=m["acc_ci_low"], acc_ci_high=m["acc_ci_high"],
+            macro_f1=m["macro_f1"], log_loss=m.get("log_loss"), fit_seconds=round(fit_s, 3),
+            predict_seconds=round(pred_s, 3), epochs=epochs, trainable_params=n_trainable,
+            predictions=str((out / "predictions.npz").relative_to(run_dir)),
+            model=str((out / "model.keras").relative_to(run_dir)))
         results.append(table, row)
         new_rows.append(row)
         log.info("%s depth %s: accuracy %.4f in %.0f s (%d epochs, %d trainable params).",

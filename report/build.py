@@ -146,24 +146,33 @@ def describe(r) -> str:
 
 
 def _sort_key(r):
-    return (-(r["accuracy"] if r.get("accuracy") is not None else -1), r.get("fit_seconds") or 0,
-            r.get("method") or "", r.get("cut") or "")
+    """Best first BY VALIDATION ACCURACY (never test); ties: the cheaper fit, then the name."""
+    return (-(r["val_accuracy"] if r.get("val_accuracy") is not None else -1),
+            r.get("fit_seconds") or 0, r.get("method") or "", r.get("cut") or "")
 
 
 def results_table(rows) -> str:
-    """Markdown table, best first; accuracy numbers with 4 decimals throughout."""
-    head = ["#", "method", "stage", "backbone", "cut", "n", "accuracy", "95 % CI", "macro-F1",
-            "log-loss", "fit s", "predict s", "trainable params", "run_id"]
+    """Markdown table sorted by validation accuracy (the selection score), with the training
+    rows and the selection rule of every row (rules numbered under the table)."""
+    head = ["#", "method", "stage", "backbone", "cut", "n", "val acc", "test accuracy",
+            "95 % CI", "macro-F1", "log-loss", "train rows", "rule", "fit s", "predict s",
+            "trainable params", "run_id"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rules: dict = {}
     for i, r in enumerate(sorted(rows, key=_sort_key), 1):
         ci = (f"[{f4(r['acc_ci_low'])}, {f4(r['acc_ci_high'])}]"
               if r.get("acc_ci_low") is not None and r.get("acc_ci_high") is not None else "–")
         n = "–" if r.get("frozen_blocks") is None else str(r["frozen_blocks"])
+        rule = rules.setdefault(r.get("selection") or "not recorded", len(rules) + 1)
+        subset = " (subset)" if "stratified subset" in (r.get("notes") or "") else ""
         cells = [str(i), r.get("method") or "", r["stage"], r.get("backbone") or "",
-                 r.get("cut") or "–", n, f4(r.get("accuracy")), ci, f4(r.get("macro_f1")),
-                 f4(r.get("log_loss")), fsec(r.get("fit_seconds")), fsec(r.get("predict_seconds")),
+                 r.get("cut") or "–", n, f4(r.get("val_accuracy")), f4(r.get("accuracy")), ci,
+                 f4(r.get("macro_f1")), f4(r.get("log_loss")), fint(r.get("n_train")) + subset,
+                 f"[{rule}]", fsec(r.get("fit_seconds")), fsec(r.get("predict_seconds")),
                  fint(r.get("trainable_params")), r.get("run_id") or ""]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines.append("")
+    lines += [f"[{k}] {rule}" + ("  " if k < len(rules) else "") for rule, k in rules.items()]
     return "\n".join(lines)
 
 
@@ -174,8 +183,11 @@ def is_pixels(r) -> bool:
 
 
 def best_of(rows, stage, pixels=False):
-    """Best row of a stage; classical rows split into frozen features and the raw-pixel baseline."""
+    """The validation-chosen row of a stage (highest `val_accuracy`, never test accuracy);
+    classical rows split into frozen features and the raw-pixel baseline. Rows without a
+    validation score cannot be chosen."""
     cand = [r for r in rows if r["stage"] == stage and r.get("accuracy") is not None
+            and r.get("val_accuracy") is not None
             and (stage != "classical" or is_pixels(r) == pixels)]
     return min(cand, key=_sort_key) if cand else None
 
@@ -209,10 +221,13 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     """
     run_dir = Path(run_dir)
     table = run_dir / "results.csv"
-    rows = [r for r in results.read(table) if r.get("accuracy") is not None]
+    every = [r for r in results.read(table) if r.get("accuracy") is not None]
+    rows = results.comparable(every, cfg)
     if not rows:
-        raise FileNotFoundError(f"No results in {table}. Run `make classify` (and `make "
-                                f"finetune`) first, or pass the right --run-dir.")
+        raise FileNotFoundError(
+            f"No results of this experiment in {table} ({len(every)} rows of other experiments). "
+            f"Run `make classify` (and `make finetune`) first, or pass the right --run-dir.")
+    others = len(every) - len(rows) - len(results.curve_rows(every, cfg))
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     names = class_names_of(run_dir, rows)
@@ -225,16 +240,27 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     md = [f"# {title}", "",
           f"Dataset `{d['name']}` (target classes {d['target_classes'] or 'all'}), "
           f"backbone `{cfg['backbone']['name']}` (weights `{cfg['backbone']['weights']}`), "
+          f"seed {cfg['experiment']['seed']}, experiment `{results.experiment_id(cfg)}`: "
           f"{len(rows)} runs. Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by "
-          f"cutpoint {code_version()}.", ""]
-    tests = mcnemar_tests(best, preds)
+          f"cutpoint {code_version()}.", "",
+          "**How winners are chosen.** Every \"best\" below (best frozen cut and classifier, best "
+          "fine-tuning depth, best overall) is the row with the highest **validation** accuracy "
+          "(`val_accuracy`, the score its own selection used); test accuracy is reported, never "
+          "used to choose. The significance tests compare pairs fixed before test was read.", ""]
+    if others:
+        md += [f"{others} older row(s) in results.csv belong to other experiments (other splits, "
+               f"seed, backbone, extraction or protocol version) and are not compared here; "
+               f"`make archive-results` moves them to results-archive.csv.", ""]
+    tests = mcnemar_tests(rows, best, run_dir, names)
     md += ["## What it says", "", summary(rows, best, tests), ""]
 
     md += ["## Results", "",
-           "Test-split accuracy with its 95 % bootstrap CI, best first. *n* = backbone blocks "
-           "transferred and kept frozen (Yosinski's n): the cut after block n for frozen "
-           "features + a classical model; all blocks but the top k for fine-tuning at depth k; "
-           "0 from scratch.", "", results_table(rows), ""]
+           "Sorted by validation accuracy (the selection score). Test-split accuracy with its "
+           "95 % bootstrap CI. *n* = backbone blocks transferred and kept frozen (Yosinski's n): "
+           "the cut after block n for frozen features + a classical model; all blocks but the "
+           "top k for fine-tuning at depth k; 0 from scratch. *train rows* = rows of the final "
+           "fit (\"subset\": a stratified subset, see the run's notes); *rule* = how that row's "
+           "hyperparameters / epochs were chosen.", "", results_table(rows), ""]
 
     plots.accuracy_vs_depth(rows, out / "accuracy_vs_depth.png")
     md += ["## Accuracy vs depth", "",
@@ -260,40 +286,71 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     return path
 
 
-def mcnemar_tests(best, preds) -> list:
-    """(row A, row B, result or None, note) for each pair of the best frozen/fine-tuned/scratch."""
-    order = [s for s in ("classical", "pixels", "finetune", "scratch") if best.get(s)]
+def test_family(rows, best) -> list:
+    """The pairs tested, fixed BEFORE test is read: the validation-chosen frozen model vs the
+    validation-chosen fine-tuned one, the validation-chosen frozen model vs the raw-pixel
+    baseline, and every fine-tuning depth vs scratch."""
+    pairs = []
+    if best.get("classical") and best.get("finetune"):
+        pairs.append((best["classical"], best["finetune"]))
+    if best.get("classical") and best.get("pixels"):
+        pairs.append((best["classical"], best["pixels"]))
+    if best.get("scratch"):
+        depths = sorted((r for r in rows if r["stage"] == "finetune"
+                         and r.get("val_accuracy") is not None), key=lambda r: r["frozen_blocks"]
+                        if r.get("frozen_blocks") is not None else 0, reverse=True)
+        pairs += [(r, best["scratch"]) for r in depths]
+    return pairs
+
+
+def mcnemar_tests(rows, best, run_dir, names) -> list:
+    """(row A, row B, result or None, note) for each pair of `test_family`, with Holm-adjusted
+    p-values (`p_holm`) over the tests that could be computed."""
+    from cutpoint.metrics import holm
+    cache: dict = {}
+
+    def pred(r):
+        if r["run_id"] not in cache:
+            cache[r["run_id"]] = load_predictions(run_dir, r, names)
+        return cache[r["run_id"]]
+
     tests = []
-    for i, sa in enumerate(order):
-        for sb in order[i + 1:]:
-            a, b = preds.get(sa), preds.get(sb)
-            if a is None or b is None:
-                res, note = None, "predictions file missing"
-            else:
-                res, note = paired(a, b)
-            tests.append((best[sa], best[sb], res, note))
+    for a, b in test_family(rows, best):
+        pa, pb = pred(a), pred(b)
+        res, note = (None, "predictions file missing") if pa is None or pb is None \
+            else paired(pa, pb)
+        tests.append((a, b, res, note))
+    done = [t[2] for t in tests if t[2] is not None]
+    adjusted, reject = holm([t["p_value"] for t in done], ALPHA)
+    for t, p, rej in zip(done, adjusted, reject):
+        t["p_holm"], t["reject"] = p, rej
     return tests
 
 
 def mcnemar_section(best, tests) -> list:
-    md = ["## Paired significance (McNemar)", "",
-          "Each pair of best models is compared on the same test samples (matched by id): *b* = "
-          "samples A gets right and B gets wrong, *c* = the reverse. Exact binomial test below 25 "
-          "discordant pairs, else chi-square with continuity correction.", ""]
+    md = ["## Paired significance (McNemar, Holm-corrected)", "",
+          "The pairs are fixed before test is read: the validation-chosen frozen model vs the "
+          "validation-chosen fine-tuned one, the validation-chosen frozen model vs the raw-pixel "
+          "baseline, and each fine-tuning depth vs scratch. Each pair is compared on the same "
+          "test samples (matched by id): *b* = samples A gets right and B gets wrong, *c* = the "
+          "reverse. Exact binomial test below 25 discordant pairs, else chi-square with "
+          "continuity correction (statsmodels); p-values Holm-adjusted over the whole family.",
+          ""]
     if not tests:
         md += ["Only one kind of model has results, so there is nothing to compare yet: run "
                "`make finetune` for the fine-tuned baselines.", ""]
         return md
     md += ["| A | B | paired samples | b (A right, B wrong) | c (A wrong, B right) | statistic "
-           "| test | p-value |", "|---|---|---|---|---|---|---|---|"]
+           "| test | p-value | Holm p | significant at 5 % |", "|---|---|---|---|---|---|---|---|---|---|"]
     for a, b, res, note in tests:
         if res is None:
             md.append(f"| {_who(a)} | {_who(b)} | – | – | – | – | – "
-                      f"| not computed: {note} |")
+                      f"| not computed: {note} | – | – |")
         else:
             md.append(f"| {_who(a)} | {_who(b)} | {res['n']:,} | "
                       f"{res['b']} | {res['c']} | {res['statistic']:.3f} | "
-                      f"{res.get('method', '')} | {fp(res['p_value'])} |")
+                      f"{res.get('method', '')} | {fp(res['p_value'])} | {fp(res['p_holm'])} | "
+                      f"{'yes' if res['reject'] else 'no'} |")
     return md + [""]
 
 
@@ -306,12 +363,14 @@ def summary(rows, best, tests) -> str:
     fz, ft, sc = best["classical"], best["finetune"], best["scratch"]
     out = []
     if fz:
-        out.append(f"The best frozen-feature model is **{describe(fz)}** at {f4(fz['accuracy'])} "
+        out.append(f"The validation-chosen frozen-feature model is **{describe(fz)}** (val "
+                   f"{f4(fz['val_accuracy'])}): test {f4(fz['accuracy'])} "
                    f"(95 % CI [{f4(fz.get('acc_ci_low'))}, {f4(fz.get('acc_ci_high'))}]).")
     else:
         out.append("There are no frozen-feature (classical) results yet: run `make classify`.")
     if ft:
-        out.append(f"The best fine-tuned model is **{describe(ft)}** at {f4(ft['accuracy'])} "
+        out.append(f"The validation-chosen fine-tuning depth is **{describe(ft)}** (val "
+                   f"{f4(ft['val_accuracy'])}): test {f4(ft['accuracy'])} "
                    f"(95 % CI [{f4(ft.get('acc_ci_low'))}, {f4(ft.get('acc_ci_high'))}]).")
     else:
         out.append("There are no fine-tuning results yet (run `make finetune`), so frozen "
@@ -323,9 +382,10 @@ def summary(rows, best, tests) -> str:
                "frozen features are ahead" if gap < 0 else "they tie")
         text = f"The gap is {gap:+.2f} points ({who})"
         if test and test[2]:
-            p = test[2]["p_value"]
-            text += (f"; McNemar p = {fp(p)}, so the difference is "
-                     f"{'significant' if p < ALPHA else 'not significant'} at the 5 % level.")
+            p = test[2]["p_holm"]
+            text += (f"; McNemar p = {fp(test[2]['p_value'])} (Holm-adjusted {fp(p)}), so the "
+                     f"difference is {'significant' if test[2]['reject'] else 'not significant'} "
+                     f"at the 5 % level.")
         else:
             why = test[3] if test else "no predictions"
             text += f"; no paired test was possible ({why})."
@@ -333,7 +393,7 @@ def summary(rows, best, tests) -> str:
     if sc and (ft or fz):
         ref = ft or fz
         gap = 100 * (ref["accuracy"] - sc["accuracy"])
-        out.append(f"Training from scratch reaches {f4(sc['accuracy'])}; the best "
+        out.append(f"Training from scratch reaches {f4(sc['accuracy'])}; the validation-chosen "
                    f"{'fine-tuned' if ft else 'frozen'} model is {abs(gap):.2f} points "
                    f"{'above' if gap >= 0 else 'below'} it (Yosinski et al. found fine-tuning "
                    f"about 1 point above scratch).")
@@ -341,43 +401,47 @@ def summary(rows, best, tests) -> str:
     if px and fz:
         gap = 100 * (fz["accuracy"] - px["accuracy"])
         out.append(f"The raw-pixel baseline reaches {f4(px['accuracy'])} ({describe(px)}): the "
-                   f"best frozen features are {abs(gap):.2f} points "
+                   f"validation-chosen frozen features are {abs(gap):.2f} points "
                    f"{'above' if gap >= 0 else 'below'} it"
                    + ("." if gap >= 0 else " — on this data the backbone's features do not beat "
                       "pixels for a strong classifier."))
     out.append(depth_trend(rows))
-    top = min(rows, key=_sort_key)
-    good = [r for r in rows if r["accuracy"] >= top["accuracy"] - GOOD_WITHIN
-            and r.get("fit_seconds") is not None]
+    chosen = [r for r in rows if r.get("val_accuracy") is not None]
+    top = min(chosen, key=_sort_key) if chosen else None
+    good = [r for r in chosen if r["val_accuracy"] >= top["val_accuracy"] - GOOD_WITHIN
+            and r.get("fit_seconds") is not None] if top else []
     if good:
-        cheap = min(good, key=lambda r: (r["fit_seconds"], -r["accuracy"]))
-        out.append(f"The cheapest model within {100 * GOOD_WITHIN:.0f} point of the best "
-                   f"({f4(top['accuracy'])}) is **{describe(cheap)}**: {f4(cheap['accuracy'])} "
-                   f"after {fsec(cheap['fit_seconds'])} s of fitting"
+        cheap = min(good, key=lambda r: (r["fit_seconds"], -r["val_accuracy"]))
+        out.append(f"By validation accuracy the best model overall is **{describe(top)}** (val "
+                   f"{f4(top['val_accuracy'])}, test {f4(top['accuracy'])}); the cheapest within "
+                   f"{100 * GOOD_WITHIN:.0f} point of it on validation is **{describe(cheap)}**: "
+                   f"test {f4(cheap['accuracy'])} after {fsec(cheap['fit_seconds'])} s of fitting"
                    + (f", against {fsec(top['fit_seconds'])} s for the best." if cheap is not top
                       and top.get("fit_seconds") is not None else "."))
     return " ".join(t for t in out if t)
 
 
 def depth_trend(rows) -> str:
-    """How the best classical model's accuracy moves with the cut (Yosinski's frozen curve)."""
+    """How the validation-chosen classifier's test accuracy moves with the cut (Yosinski's
+    frozen curve); the peak is named by validation accuracy."""
     fz = best_of(rows, "classical")
     if not fz or fz.get("frozen_blocks") is None:
         return ""
     line = {}
     for r in rows:
         if (r["stage"] == "classical" and r.get("classifier") == fz.get("classifier")
-                and r.get("frozen_blocks") is not None and not is_pixels(r)):
-            if r["frozen_blocks"] not in line or r["accuracy"] > line[r["frozen_blocks"]]:
-                line[r["frozen_blocks"]] = r["accuracy"]
+                and r.get("frozen_blocks") is not None and not is_pixels(r)
+                and r.get("val_accuracy") is not None):
+            line[r["frozen_blocks"]] = r
     if len(line) < 2:
         return ""
     ns = sorted(line)
-    peak = max(ns, key=lambda n: line[n])
-    return (f"Across cut points, {fz.get('classifier')} goes from {f4(line[ns[0]])} at n={ns[0]} "
-            f"to {f4(line[ns[-1]])} at n={ns[-1]}, peaking at n={peak}"
-            + (f"; past the peak frozen features lose {100 * (line[peak] - line[ns[-1]]):.2f} "
-               f"points by the deepest cut." if peak != ns[-1] else "."))
+    peak = max(ns, key=lambda n: line[n]["val_accuracy"])
+    acc = {n: line[n]["accuracy"] for n in ns}
+    return (f"Across cut points, {fz.get('classifier')} goes from {f4(acc[ns[0]])} at n={ns[0]} "
+            f"to {f4(acc[ns[-1]])} at n={ns[-1]} on test, peaking on validation at n={peak}"
+            + (f"; past that peak frozen features lose {100 * (acc[peak] - acc[ns[-1]]):.2f} "
+               f"test points by the deepest cut." if peak != ns[-1] else "."))
 
 
 def best_models_section(out, best, preds, names) -> list:

@@ -39,7 +39,7 @@ def accuracy_vs_depth(rows, path, title="Test accuracy vs frozen blocks (Yosinsk
 
     One line per classical model across cut points (frozen features), one for fine-tuning across
     depths, scratch as a horizontal line with its CI as a band. Where several rows share a point
-    (e.g. two poolings) the best is drawn: the figure answers "how well can you do at depth n".
+    (e.g. two poolings) the one with the best VALIDATION accuracy is drawn (never chosen by test).
     """
     fig, ax = plt.subplots(figsize=(8, 5))
     placed = [r for r in rows if r.get("frozen_blocks") is not None]
@@ -52,7 +52,7 @@ def accuracy_vs_depth(rows, path, title="Test accuracy vs frozen blocks (Yosinsk
             key = f"{r.get('backbone')} · {key}"
         lines.setdefault(key, {})
         best = lines[key].get(r["frozen_blocks"])
-        if best is None or r["accuracy"] > best["accuracy"]:
+        if best is None or (r.get("val_accuracy") or -1) > (best.get("val_accuracy") or -1):
             lines[key][r["frozen_blocks"]] = r
     markers = "osD^v<>pP*X"
     for i, (name, points) in enumerate(sorted(lines.items())):
@@ -67,7 +67,7 @@ def accuracy_vs_depth(rows, path, title="Test accuracy vs frozen blocks (Yosinsk
                     label="fine-tuned (top blocks unfrozen)")
     scratch = [r for r in rows if r["stage"] == "scratch"]
     if scratch:
-        s = max(scratch, key=lambda r: r["accuracy"])
+        s = max(scratch, key=lambda r: r.get("val_accuracy") or -1)
         ax.axhline(s["accuracy"], color=STAGE_COLORS["scratch"], ls="--", lw=2,
                    label=f"from scratch ({s['accuracy']:.3f})")
         if s.get("acc_ci_low") is not None and s.get("acc_ci_high") is not None:
@@ -104,7 +104,7 @@ def cost(rows, path, title="Accuracy vs training cost"):
             label += " (parameters not recorded)"
         ax.scatter([r["fit_seconds"] for r in sel], [r["accuracy"] for r in sel], s=sizes,
                    color=STAGE_COLORS[stage], alpha=0.6, edgecolor="black", lw=0.5, label=label)
-    best = sorted(timed, key=lambda r: -r["accuracy"])[:5]
+    best = sorted(timed, key=lambda r: -(r.get("val_accuracy") or -1))[:5]   # by validation
     for r in best:
         ax.annotate(_short(r), (r["fit_seconds"], r["accuracy"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")

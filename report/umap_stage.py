@@ -123,10 +123,12 @@ def embed(X, params: dict) -> np.ndarray:
 
 
 def best_classical(rows, cut):
-    """The most accurate classical row at this cut that saved its predictions (or None)."""
+    """The validation-chosen classical row at this cut (highest `val_accuracy`, never test
+    accuracy) that saved its predictions, or None."""
     cand = [r for r in rows if r["stage"] == "classical" and r.get("cut") == cut
-            and r.get("predictions") and r.get("accuracy") is not None]
-    return max(cand, key=lambda r: (r["accuracy"], -(r.get("fit_seconds") or 0))) if cand else None
+            and r.get("predictions") and r.get("val_accuracy") is not None]
+    return max(cand, key=lambda r: (r["val_accuracy"], -(r.get("fit_seconds") or 0))) \
+        if cand else None
 
 
 def mistakes_for(run_dir, row, ids) -> tuple:
@@ -167,7 +169,7 @@ def run_umap(run_dir, cfg, log=print) -> dict:
     if "embeddings" not in stores:
         raise FileNotFoundError(f"No embedding store at {run_dir / 'embeddings.h5'}. Run "
                                 f"`make extract` first (or pass the right --run-dir).")
-    rows = results.read(run_dir / "results.csv")
+    rows = results.comparable(results.read(run_dir / "results.csv"), cfg)
     out_dir = run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     done_path = run_dir / "umap" / "done.json"

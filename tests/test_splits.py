@@ -130,17 +130,16 @@ def test_prepare_views_budget_limit_and_reproducibility(digits):
     assert src.class_ids == [0, 1, 2, 3, 4] and tgt.class_ids == [5, 6, 7, 8, 9]
     assert tgt.class_names == ["5", "6", "7", "8", "9"]
     assert set(np.unique(tgt.labels)) == set(range(5))
-    # limit per split; budget only on target's train split
-    assert (src.split == "train").sum() == 200 and (src.split == "test").sum() <= 200
-    assert np.bincount(tgt.labels[tgt.split == "train"]).tolist() == [12] * 5
+    # limit per split (val is carved after it); budget only on target's train split
+    assert np.isin(src.split, ["train", "val"]).sum() == 200 and (src.split == "test").sum() <= 200
+    assert np.bincount(tgt.labels[tgt.split != "test"]).tolist() == [12] * 5
     assert (tgt.split == "test").sum() <= 200
     for view, idx in ((src, sp["source"]), (tgt, sp["target"])):
-        n_train = int((view.split == "train").sum())
-        assert (view.split[:n_train] == "train").all() and (view.split[n_train:] == "test").all()
-        assert not set(idx["train"]) & set(idx["val"])
-        assert set(idx["train"]) | set(idx["val"]) == set(range(n_train))
-        np.testing.assert_array_equal(idx["test"], np.arange(n_train, len(view)))
-    assert np.bincount(tgt.labels[sp["target"]["val"]]).tolist() == [3] * 5
+        # the carve lives in the view: rows ordered train, val, test; indices agree with it
+        order = {"train": 0, "val": 1, "test": 2}
+        assert np.all(np.diff([order[s] for s in view.split]) >= 0)
+        for name in ("train", "val", "test"):
+            np.testing.assert_array_equal(idx[name], np.flatnonzero(view.split == name))
     # no id appears in both halves
     assert not set(src.ids) & set(tgt.ids)
     json.dumps(out["split_def"])
@@ -152,6 +151,25 @@ def test_prepare_views_budget_limit_and_reproducibility(digits):
     cfg["experiment"]["seed"] = 1
     other = S.prepare(cfg, dataset=digits)
     assert not np.array_equal(other["target"].ids, tgt.ids)
+    # ... but with a limit the test rows do not move with the seed
+    test_ids = lambda v: set(v.ids[v.split == "test"])  # noqa: E731
+    assert test_ids(other["target"]) == test_ids(tgt) and len(test_ids(tgt)) > 0
+    assert test_ids(other["source"]) == test_ids(src)
+
+
+def test_prepare_records_the_splits_once_and_refuses_others(digits, tmp_path):
+    """The run folder's splits.npz is written by the first stage and checked by every later
+    one: a stage cannot silently work on other rows."""
+    cfg = _cfg(name="digits", limit=100, val_fraction=0.2)
+    first = S.prepare(cfg, dataset=digits, run_dir=tmp_path)
+    with np.load(tmp_path / S.SPLITS_FILE) as z:
+        np.testing.assert_array_equal(z["target_ids"], first["target"].ids)
+        np.testing.assert_array_equal(z["target_split"], first["target"].split)
+    again = S.prepare(cfg, dataset=digits, run_dir=tmp_path)     # same rows: accepted
+    np.testing.assert_array_equal(again["target"].split, first["target"].split)
+    cfg["experiment"]["seed"] = 5                                  # other val rows: refused
+    with pytest.raises(DatasetError, match="records other rows.*make clean"):
+        S.prepare(cfg, dataset=digits, run_dir=tmp_path)
 
 
 def test_prepare_all_classes_and_no_source():

@@ -1,0 +1,30 @@
+"""The results table: one experiment id per definition, rows of others kept apart."""
+from cutpoint import config, results
+
+
+def test_rows_of_other_experiments_are_kept_but_never_compared(tmp_path):
+    cfg = config.load(None, ["dataset.name=digits"])
+    other = config.load(None, ["dataset.name=digits", "experiment.seed=1"])
+    table = tmp_path / "results.csv"
+    mine = results.new_row(cfg, run_id="a", stage="classical", accuracy=0.9, val_accuracy=0.8)
+    curve = results.new_row(cfg, run_id="b", stage="classical", accuracy=0.7, val_accuracy=0.6,
+                            labels_per_class=5)
+    theirs = results.new_row(other, run_id="c", stage="classical", accuracy=0.99)
+    for r in (mine, curve, theirs):
+        results.append(table, r)
+    assert results.experiment_id(cfg) != results.experiment_id(other)   # seed defines splits
+    rows = results.read(table)
+    assert [r["run_id"] for r in results.comparable(rows, cfg)] == ["a"]
+    assert [r["run_id"] for r in results.curve_rows(rows, cfg)] == ["b"]
+    moved, dest = results.archive(table, cfg)
+    assert moved == 1 and [r["run_id"] for r in results.read(dest)] == ["c"]
+    assert [r["run_id"] for r in results.read(table)] == ["a", "b"]
+    assert results.archive(table, cfg)[0] == 0                           # idempotent
+
+
+def test_a_change_of_method_settings_keeps_the_experiment(tmp_path):
+    """Classifier or fine-tuning settings choose methods, not the experiment's data."""
+    a = config.load(None, ["dataset.name=digits"])
+    b = config.load(None, ["dataset.name=digits", "classical.bootstrap=10", "finetune.epochs=1"])
+    c = config.load(None, ["dataset.name=digits", "extract.pooling=max"])
+    assert results.experiment_id(a) == results.experiment_id(b) != results.experiment_id(c)
