@@ -77,7 +77,7 @@ def test_failed_classical_run_prints_the_reason_and_exits_nonzero(tmp_path, caps
     run = tmp_path / "run"
     run.mkdir()
     store.create(run / "embeddings.h5", ids=[f"s{i}" for i in range(8)], labels=[0, 1] * 4,
-                 splits=["train"] * 6 + ["test"] * 2, class_names=["a", "b"],
+                 splits=["train"] * 4 + ["val"] * 2 + ["test"] * 2, class_names=["a", "b"],
                  cuts={"c1": {"width": 3, "layer": "l1", "pooling": "avg"}},
                  provenance={"backbone": "x", "extraction_key": "k"})
     store.write_rows(run / "embeddings.h5", 0, {"c1": np.zeros((4, 3), np.float32)})  # 4 of 8
