@@ -47,21 +47,23 @@ data: ## Install Fashion-MNIST from Debian (dataset-fashion-mnist) when possible
 $(RESOLVED): FORCE $(VENV_STAMP)
 	@$(PY) -m cutpoint resolve --config $(CONFIG) $(SETS) --out $@
 
-extract: $(RUN)/embeddings.h5 ## Train the backbone if needed and embed the dataset at every cut point
-$(RUN)/embeddings.h5: $(RESOLVED) $(CODE) $(wildcard extract/*.py) | data
+# The target is extract.json, written last and only by a completed extraction: a killed or failed
+# run leaves no target, so the next `make extract` resumes the store from its last committed chunk.
+# A store deleted by hand forces the stage too.
+extract: $(RUN)/extract.json ## Train the backbone if needed and embed the dataset at every cut point
+$(RUN)/extract.json: $(RESOLVED) $(CODE) $(wildcard extract/*.py) $(if $(wildcard $(RUN)/embeddings.h5),,FORCE) | data
 	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN) $(if $(WORKERS),--workers $(WORKERS))
-	@touch $@
 
 classify: $(RUN)/classical/done.json ## Tuned sklearn/XGBoost pipelines on every cut point
-$(RUN)/classical/done.json: $(RUN)/embeddings.h5 $(RESOLVED) $(CODE) $(wildcard classical/*.py)
+$(RUN)/classical/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard classical/*.py)
 	$(PY) -m classical run --config $(RESOLVED) --run-dir $(RUN)
 
 finetune: $(RUN)/finetune/done.json ## Fine-tuned baselines at every depth, and from scratch
-$(RUN)/finetune/done.json: $(RUN)/embeddings.h5 $(RESOLVED) $(CODE) $(wildcard finetune/*.py)
-	$(PY) -m finetune --config $(RESOLVED) --run-dir $(RUN)
+$(RUN)/finetune/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard finetune/*.py)
+	$(PY) -m cutpoint.runlock $(RUN) --stage finetune -- $(PY) -m finetune --config $(RESOLVED) --run-dir $(RUN)
 
 umap: $(RUN)/umap/done.json ## UMAP pictures of every cut point's embeddings
-$(RUN)/umap/done.json: $(RUN)/embeddings.h5 $(RUN)/classical/done.json $(RESOLVED)
+$(RUN)/umap/done.json: $(RUN)/extract.json $(RUN)/classical/done.json $(RESOLVED)
 	$(PY) -m report umap --config $(RESOLVED) --run-dir $(RUN)
 
 report: $(RUN)/report/report.md ## The side-by-side report (Markdown + PNGs)

@@ -4,7 +4,7 @@
     python -m classical run --config runs/<exp>/config.toml --run-dir runs/<exp>
                             [--classifiers logreg,knn] [--cuts block2,pixels]
     python -m classical predict --model runs/<exp>/classical/<run_id>/model.joblib
-                                (--store S.h5 [--split test] | --images DIR_OR_NPZ) --out preds.csv
+                                (--store S.h5 [--split test] | --images DIR|FILE…|NPZ) --out preds.csv
 
 `run` trains every (store, cut, classifier) not yet in `run-dir/results.csv`: the backbone's
 cuts in `embeddings.h5` and the raw-pixel pseudo-backbone in `pixels.h5` (when present). A run
@@ -341,19 +341,58 @@ def predict(model_path, store_path, out, split="test") -> int:
 
 
 def predict_images(model_path, images_path, out) -> int:
-    """Apply a saved model to new images (an image folder or an .npz), embedded exactly as the
-    model's training store was: same backbone, weights, cut, pooling, input size, preprocessing."""
+    """Apply a saved model to new images — an .npz, a folder of unlabelled images (flat or
+    not) or a list of image files — embedded exactly as the model's training store was: same
+    backbone, weights, cut, pooling, input size, preprocessing, channels. Files that cannot be
+    decoded are skipped, never fatal: listed with the reason in `<out>.skipped.csv`."""
+    import warnings
+
     from cutpoint import datasets
     from extract.extractor import embed_images
 
     bundle = _load_bundle(model_path)
-    kind = "npz" if str(images_path).endswith(".npz") else "folder"
-    ds = datasets.load(kind, str(images_path))
+    paths = [images_path] if isinstance(images_path, (str, Path)) else list(images_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", datasets.DatasetWarning)   # reported below instead
+        if len(paths) == 1 and str(paths[0]).endswith(".npz"):
+            ds = datasets.load("npz", str(paths[0]))
+        else:
+            ds = datasets.load_unlabelled(paths)
+    report = skipped_path(out)
+    if ds.skipped:
+        ds.write_skipped_report(report)
+        log.warning("skipped %d file(s) that could not be decoded: listed in %s",
+                    len(ds.skipped), report)
+    else:
+        report.unlink(missing_ok=True)
     X = embed_images(bundle["store_provenance"], bundle["extraction"]["cut"], ds)
     return _write_predictions(out, bundle, list(ds.ids), X)
 
 
+def skipped_path(out) -> Path:
+    """Where predict lists the files it skipped: preds.csv → preds.skipped.csv."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
 # ----------------------------------------------------------------------------- CLI
+
+def failure_report(summary: dict, run_dir: Path) -> str:
+    """The console lines of a run with failures: each distinct reason once, with the runs it
+    stopped (the reason names the fix), and where the full record is."""
+    by_reason: dict[str, list[str]] = {}
+    for r in summary["runs"]:
+        if r["status"] == "failed":
+            by_reason.setdefault(r["error"], []).append(f"{Path(r['store']).stem}/{r['cut']} "
+                                                        f"{r['classifier']}")
+    lines = [f"error: {summary['failed']} of {len(summary['runs'])} classical runs failed "
+             f"(details in {run_dir / 'classical' / 'failed.json'}; fix the cause below and "
+             f"re-run `make classify`, which redoes only the failed runs):"]
+    for reason, runs in by_reason.items():
+        shown = ", ".join(runs[:6]) + (f" and {len(runs) - 6} more" if len(runs) > 6 else "")
+        lines.append(f"  {reason}\n    ({len(runs)} run(s): {shown})")
+    return "\n".join(lines)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m classical", description=__doc__.split("\n\n")[0])
@@ -369,7 +408,9 @@ def main(argv=None) -> int:
     q.add_argument("--model", required=True)
     src = q.add_mutually_exclusive_group(required=True)
     src.add_argument("--store", help="an embedding store extracted like the model's")
-    src.add_argument("--images", help="new images: an image folder (class sub-folders) or .npz")
+    src.add_argument("--images", nargs="+",
+                     help="new images: a folder of images (flat or not; unlabelled), image "
+                          "files, or an .npz")
     q.add_argument("--split", default="test")
     q.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -383,17 +424,24 @@ def main(argv=None) -> int:
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     try:
         if args.cmd == "run":
+            from cutpoint.runlock import run_lock
             cfg = cconfig.load(args.config)
-            summary = run(cfg, args.run_dir, split(args.classifiers) or None,
-                          split(args.cuts) or None, progress=not args.no_progress)
+            with run_lock(args.run_dir, "classical"):
+                summary = run(cfg, args.run_dir, split(args.classifiers) or None,
+                              split(args.cuts) or None, progress=not args.no_progress)
             new = sum(r["status"] == "new" for r in summary["runs"])
             skipped = sum(r["status"] == "skipped" for r in summary["runs"])
             log.info("%d new, %d already done, %d failed → %s", new, skipped,
                      summary["failed"], Path(args.run_dir) / "results.csv")
+            if summary["failed"]:
+                print(failure_report(summary, Path(args.run_dir)), file=sys.stderr)
             return 1 if summary["failed"] else 0
         n = (predict(args.model, args.store, args.out, args.split) if args.store
              else predict_images(args.model, args.images, args.out))
         log.info("%d predictions → %s", n, args.out)
+        if args.images and skipped_path(args.out).exists():
+            print(f"skipped {sum(1 for _ in open(skipped_path(args.out))) - 1} file(s) that "
+                  f"could not be decoded: listed in {skipped_path(args.out)}", file=sys.stderr)
         return 0
     except (ValueError, FileNotFoundError) as e:   # user-input errors: the message is the fix
         print(f"error: {e}", file=sys.stderr)

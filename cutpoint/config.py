@@ -29,6 +29,11 @@ DEFAULTS: dict = {
         "val_fraction": 0.1,      # validation carved from train (stratified, seeded)
         "labels_per_class": 0,    # label budget on the target train split (0 = all)
         "limit": 0,               # keep at most this many rows per split, stratified (0 = all)
+        "channels": "auto",       # auto | 1 | 3: the images' channels as the backbone gets them.
+                                  # auto: gray is repeated to RGB for a 3-channel backbone, RGB
+                                  # into a 1-channel one is refused (lossy); 1: RGB → gray by
+                                  # luminance (ITU-R 601: .299 R + .587 G + .114 B); 3: gray → RGB
+                                  # by repetition. Recorded in the store's provenance.
     },
     "backbone": {
         "name": "small_vgg",      # a registry name: `python -m extract --list`
@@ -51,6 +56,8 @@ DEFAULTS: dict = {
         "compression": "none",    # none | lzf | gzip
         "chunk_rows": 4096,
         "pixels": True,           # also write the raw-pixel pseudo-backbone store
+        "pixels_size": 64,        # its images' longest side at most this (area-resized, aspect
+                                  # kept; mixed sizes → this × this); 0 = native size, no cap
     },
     "classical": {
         "classifiers": ["logreg", "linear_svm", "rbf_svm", "random_forest", "xgboost", "knn"],
@@ -101,7 +108,17 @@ def _close(name, options) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
+CHOICES = {("dataset", "channels"): ("auto", 1, 3)}   # settings with a fixed set of values
+
+
 def _check_type(section: str, key: str, value, default):
+    if (section, key) in CHOICES:
+        choices = CHOICES[(section, key)]
+        if isinstance(value, bool) or value not in choices:
+            raise ConfigError(f"The '{section}.{key}' setting must be one of "
+                              f"{', '.join(json.dumps(c) for c in choices)}. Got {value!r} "
+                              f"instead.")
+        return
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, (int, float)):

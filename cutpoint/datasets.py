@@ -5,8 +5,9 @@ A `Dataset` is labels (int64, 0..K-1), class names, stable string sample ids
 provenance record (`source`: loader, location, files and their sha256). Pixels are not attributes:
 `images(idx)` returns uint8 (n, H, W, C) for the requested rows only, so extraction can stream
 batches. Array datasets keep each file's array once (several "parts", never concatenated);
-views made by `subset` share them through an index array; image folders are scanned cheaply
-(PIL open + verify) and decoded lazily in `images()`.
+views made by `subset` share them through an index array; image folders are scanned by fully
+decoding every file in parallel threads (`scan_images`: damaged files are skipped and reported
+before any split is decided) and decoded again lazily in `images()`.
 
 Loaders (`available()`): fashion_mnist, mnist, cifar10, cifar100, digits, folder, npz.
 
@@ -143,6 +144,54 @@ class _FolderStore:
         for i, r in enumerate(rows):
             out[i] = _decode(self.paths[r], self.channels, target)
         return out
+
+
+def convert_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (n, h, w, c) → (n, h, w, channels): gray → RGB by repetition, RGB → gray by
+    luminance with Pillow's integer weights (ITU-R 601-2: .299 R + .587 G + .114 B, rounded),
+    so it equals `Image.convert("L")`."""
+    c = x.shape[-1]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    if c == 3 and channels == 1:
+        lum = (x[..., 0].astype(np.uint32) * 19595 + x[..., 1].astype(np.uint32) * 38470
+               + x[..., 2].astype(np.uint32) * 7471 + 0x8000) >> 16
+        return lum.astype(np.uint8)[..., None]
+    raise DatasetError(f"Cannot convert {c}-channel images to {channels} channels.")
+
+
+class _ChannelStore:
+    """Another store's images converted to `channels` (see `convert_channels`)."""
+
+    def __init__(self, inner, channels):
+        self.inner, self.channels = inner, channels
+
+    def get(self, rows: np.ndarray, size=None) -> np.ndarray:
+        return convert_channels(self.inner.get(rows, size), self.channels)
+
+
+def channels_of(ds) -> int:
+    """The channel count of a dataset's images (also for folders of mixed sizes)."""
+    if ds.image_shape is not None:
+        return int(ds.image_shape[-1])
+    return int(getattr(ds._store, "channels", 3))
+
+
+def with_channels(ds, channels: int):
+    """A view of `ds` whose images have `channels` channels (1: luminance, 3: repetition); the
+    same dataset when they already do. `source["channels_converted"]` records the conversion."""
+    have = channels_of(ds)
+    if int(channels) == have:
+        return ds
+    how = "luminance (ITU-R 601-2)" if channels == 1 else "repeated gray"
+    shape = None if ds.image_shape is None else (*ds.image_shape[:2], int(channels))
+    return Dataset(ds.name, list(ds.class_names), ds.labels, ds.ids, ds.split,
+                   dict(ds.source, channels_converted={"from": have, "to": int(channels),
+                                                      "method": how}),
+                   shape, list(ds.skipped), list(ds.class_ids),
+                   _ChannelStore(ds._store, int(channels)), ds._rows)
 
 
 @dataclass(eq=False)
@@ -300,31 +349,111 @@ def _resize(img: np.ndarray, size) -> np.ndarray:
 
 
 def _to_gray8(im) -> np.ndarray:
-    """Grayscale PIL image of any bit depth → uint8 (H, W); 16-bit keeps the top byte."""
-    if im.mode.startswith("I;16"):
-        return (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
-    if im.mode in ("I", "F"):
-        return np.clip(np.asarray(im), 0, 255).astype(np.uint8)
+    """Grayscale PIL image of any bit depth → uint8 (H, W). 16-bit images are SCALED to 8 bits
+    (round(v / 257): 65535 → 255), never clipped; "I" (32-bit int, how some decoders hand out
+    16-bit data) is read as 16-bit (values clipped to 0..65535 first); "F" is clipped to 0..255."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return ((a * 255 + 32767) // 65535).astype(np.uint8)
+    if im.mode == "F":
+        return np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)
     return np.asarray(im.convert("L"))
 
 
-def _decode(path: str, channels: int, size) -> np.ndarray:
-    """Decode one file to uint8 (h, w, channels). RGBA/LA drop alpha, palette → RGB."""
-    from PIL import Image
+MAX_PIXELS = 89_478_485
+"""Decompression-bomb limit (Pillow's own default, ≈ 9459 × 9459 px): larger images are skipped
+with a reason that names it (an 8000 × 8000 image, 64 Mpx, is decoded). Raise it here
+(`cutpoint.datasets.MAX_PIXELS = …`) for legitimately huge images."""
+
+
+def _open_image(path, draft_to=None):
+    """Open, orient (EXIF) and fully decode one file; first frame of animations.
+
+    `draft_to=(w, h)` lets JPEG decode at a reduced scale (libjpeg still reads every byte, so
+    truncation is still caught): the folder scan checks files cheaply this way."""
+    from PIL import Image, ImageOps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="Palette images with Transparency")
+        im = Image.open(path)
     try:
-        with Image.open(path) as im:
-            im.load()
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise DatasetError(f"{w}×{h} = {w * h:,} px is above the decompression-bomb limit "
+                               f"(cutpoint.datasets.MAX_PIXELS = {MAX_PIXELS:,} px)")
+        if getattr(im, "n_frames", 1) > 1:
+            im.seek(0)
+        if draft_to is not None and im.format == "JPEG":
+            im.draft(im.mode, draft_to)
+        im.load()
+        orientation = im.getexif().get(0x0112, 1)
+        if orientation not in (None, 1):
+            im = ImageOps.exif_transpose(im)
+            if orientation in (5, 6, 7, 8):
+                w, h = h, w
+        return im, (h, w)
+    except BaseException:
+        im.close()
+        raise
+
+
+def _decode(path: str, channels: int, size) -> np.ndarray:
+    """Decode one file to uint8 (h, w, channels): EXIF orientation applied, first frame of an
+    animation, RGBA/LA/PA drop alpha, palette and CMYK → RGB, 16-bit scaled to 8 bits."""
+    try:
+        im, _ = _open_image(path)
+        with im:
             if channels == 1 or im.mode in ("I", "F") or im.mode.startswith("I;16"):
                 arr = _to_gray8(im)
                 arr = np.repeat(arr[..., None], channels, axis=2)
             else:
-                arr = np.asarray(im.convert("RGB"))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    arr = np.asarray(im.convert("RGB"))
     except Exception as e:  # noqa: BLE001 — any decoder failure becomes a clear message
-        raise DatasetError(f"Could not decode {path} ({type(e).__name__}: {e}). It passed the "
-                           f"folder scan (PIL verify) but is damaged: remove or re-save it.") from e
+        raise DatasetError(f"Could not decode {path} ({type(e).__name__}: {e}). It was readable "
+                           f"when the folder was scanned: it changed since. Re-run to rescan "
+                           f"(it will then be skipped and reported).") from e
     if arr.shape[:2] != tuple(size):
         arr = _resize(arr, size)
     return arr
+
+
+def _scan_one(path):
+    """(mode, (h, w)) of a fully decoded file, or the reason it cannot be used."""
+    try:
+        im, hw = _open_image(path, draft_to=(64, 64))
+        with im:
+            mode = im.mode
+            if mode not in _GRAY_MODES and mode not in ("I", "F"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    im.convert("RGB")  # CMYK, YCbCr, palette …: must convert, or it is skipped
+        if min(hw) < 1:
+            return f"empty image ({hw[1]}×{hw[0]})"
+        return mode, hw
+    except Exception as e:  # noqa: BLE001 — every unreadable file is reported, never fatal
+        return f"{type(e).__name__}: {e}".strip()
+
+
+def scan_images(paths, workers: int | None = None) -> list:
+    """Fully decode every file (in threads: Pillow's decoders release the GIL), in order.
+
+    Returns per file (mode, (h, w)) or a reason string. Why decode at scan time and not just
+    `verify()`: a JPEG truncated halfway passes verify and only fails when decoded — at
+    extraction, after the split and the store's rows were decided. Decoding here excludes it
+    before anything depends on it. Cost: one extra decode per file, in parallel, JPEGs at
+    reduced scale (`draft`), i.e. a fraction of the extraction's own decode + forward pass.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    paths = [str(p) for p in paths]
+    if not paths:
+        return []
+    workers = workers or min(16, 2 * (os.cpu_count() or 2))
+    if workers <= 1 or len(paths) < 8:
+        return [_scan_one(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_scan_one, paths, chunksize=16))
 
 
 # ----------------------------------------------------------------------------- files & checksums
@@ -906,12 +1035,15 @@ def load_folder(path="") -> Dataset:
 
     Split: `path/split.csv` (columns path,split; paths relative to `path`; split train|test),
     else `path/train/<class>/…` + `path/test/<class>/…`, else everything is 'train'. Files that
-    cannot be read (PIL open + verify fails, wrong extension, not in split.csv …) are kept out and
-    listed in `dataset.skipped` (+ a warning with the count; `write_skipped_report`). Channels:
-    1 if every image is grayscale, else 3 (RGBA/LA drop alpha, palette → RGB). Sample ids are
+    cannot be used (fail to DECODE fully — a truncated JPEG passes PIL's verify but not this —,
+    wrong extension, above the decompression-bomb limit `MAX_PIXELS`, not in split.csv …) are
+    kept out and listed in `dataset.skipped` with the reason (+ a warning with the count;
+    `write_skipped_report`). A class folder left without images is dropped with a warning (no
+    zero-sample class reaches a stratified split). Channels: 1 if every image is grayscale, else
+    3. Modes: 16-bit gray scaled to 8 bits, RGBA/LA drop alpha, palette/CMYK → RGB, EXIF
+    orientation applied, animated images give their first frame. Sample ids are
     "folder/<relative path>".
     """
-    from PIL import Image
     if not path:
         raise DatasetError("The folder dataset needs dataset.path: a folder with one sub-folder "
                            "per class (path/<class>/<image>).")
@@ -960,19 +1092,19 @@ def load_folder(path="") -> Dataset:
                            f"(or train/<class>/… and test/<class>/…).")
     paths, sizes, modes, labels, ids, split = [], [], [], [], [], []
     cls_index = {c: i for i, c in enumerate(classes)}
+    images = []
     for rel, p, c, s in entries:
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             skipped.append((rel, f"not an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
+        else:
+            images.append((rel, p, c, s))
+    for (rel, p, c, s), got in zip(images, scan_images([p for _, p, _, _ in images])):
+        if isinstance(got, str):
+            skipped.append((rel, got))
             continue
-        try:
-            with Image.open(p) as im:
-                mode, (w, h) = im.mode, im.size
-                im.verify()
-        except Exception as e:  # noqa: BLE001 — every unreadable file is reported, never fatal
-            skipped.append((rel, f"{type(e).__name__}: {e}"))
-            continue
+        mode, hw = got
         paths.append(str(p))
-        sizes.append((h, w))
+        sizes.append(hw)
         modes.append(mode)
         labels.append(cls_index[c])
         ids.append(f"folder/{rel}")
@@ -984,10 +1116,15 @@ def load_folder(path="") -> Dataset:
     if not paths:
         raise DatasetError(f"No readable images in {root} ({len(skipped)} file(s) skipped, e.g. "
                            f"{skipped[:3]}). Expected JPEG/PNG files in {root}/<class>/.")
-    empty = [c for c in classes if cls_index[c] not in set(labels)]
-    if empty:
-        warnings.warn(f"{root}: class folder(s) {empty} hold no readable image.", DatasetWarning,
-                      stacklevel=3)
+    used = sorted(set(labels))
+    empty = [c for c in classes if cls_index[c] not in used]
+    if empty:  # a class without samples would break every stratified split: drop it
+        warnings.warn(f"{root}: dropped class folder(s) {empty}: they hold no readable image. "
+                      f"Classes (and their ids in dataset.*_classes) are now "
+                      f"{[c for c in classes if c not in empty]}.", DatasetWarning, stacklevel=3)
+        remap = {old: new for new, old in enumerate(used)}
+        labels = [remap[v] for v in labels]
+        classes = [c for c in classes if c not in empty]
     channels = 1 if all(m in _GRAY_MODES for m in modes) else 3
     sizes_arr = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
     uniform = len({tuple(s) for s in sizes}) == 1
@@ -995,6 +1132,7 @@ def load_folder(path="") -> Dataset:
                                        zip(ids, paths)).encode()).hexdigest()
     source = {"loader": "folder", "location": "path", "path": str(root.resolve()),
               "split_rule": rule, "n_files": len(paths), "n_skipped": len(skipped),
+              "empty_classes_dropped": empty,
               "listing_sha256": listing, "channels": channels,
               "modes": sorted(set(modes)), "verified": None,
               "split_file": ({"path": "split.csv", "sha256": sha256_file(split_csv)}
@@ -1003,6 +1141,61 @@ def load_folder(path="") -> Dataset:
     shape = (*sizes[0], channels) if uniform else None
     return Dataset("folder", classes, np.array(labels, dtype=np.int64), np.array(ids),
                    np.array(split), source, shape, skipped, _store=store)
+
+
+def load_unlabelled(sources) -> Dataset:
+    """New, unlabelled images to predict: a folder (every image file under it, recursively —
+    flat or not, sub-folder names are NOT classes) or a list of image files. Decoded and
+    checked like `load_folder` (`scan_images`): files that cannot be used are kept out and
+    listed in `dataset.skipped` with the reason. Ids are the paths relative to the folder (or
+    as given). Labels are all 0 of one class "?", split "test"."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = [Path(s) for s in sources]
+    skipped, files = [], []
+    if len(sources) == 1 and sources[0].is_dir():
+        root = sources[0]
+        files = [(rel, p) for rel, p in _listing(root, root)]
+    else:
+        for p in sources:
+            if p.is_dir():
+                raise DatasetError(f"{p} is a folder: pass one folder, or a list of image files.")
+            if not p.is_file():
+                skipped.append((str(p), "file not found"))
+            else:
+                files.append((str(p), p))
+    if not files and not skipped:
+        raise DatasetError(f"No files in {sources[0]}. Pass a folder of images (JPEG/PNG …) or a "
+                           f"list of image files.")
+    images = []
+    for rel, p in files:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append((rel, f"not an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
+        else:
+            images.append((rel, p))
+    paths, sizes, modes, ids = [], [], [], []
+    for (rel, p), got in zip(images, scan_images([p for _, p in images])):
+        if isinstance(got, str):
+            skipped.append((rel, got))
+            continue
+        paths.append(str(p))
+        modes.append(got[0])
+        sizes.append(got[1])
+        ids.append(rel)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} file(s) that could not be used; e.g. "
+                      f"{skipped[0][0]}: {skipped[0][1]}", DatasetWarning, stacklevel=2)
+    if not paths:
+        raise DatasetError(f"None of the {len(skipped)} file(s) is a readable image (e.g. "
+                           f"{skipped[:3]}).")
+    channels = 1 if all(m in _GRAY_MODES for m in modes) else 3
+    uniform = len(set(sizes)) == 1
+    source = {"loader": "unlabelled", "n_files": len(paths), "n_skipped": len(skipped),
+              "channels": channels, "modes": sorted(set(modes))}
+    store = _FolderStore(paths, np.asarray(sizes, dtype=np.int64).reshape(-1, 2), modes, channels)
+    return Dataset("unlabelled", ["?"], np.zeros(len(paths), np.int64), np.array(ids),
+                   np.array(["test"] * len(paths)), source,
+                   (*sizes[0], channels) if uniform else None, skipped, _store=store)
 
 
 def _read_split_csv(path: Path) -> dict[str, str]:

@@ -30,10 +30,12 @@ def main(argv=None):
             print(describe_registry())
             return 0
         from cutpoint import config
+        from cutpoint.runlock import run_lock
         from extract.extractor import extract
         cfg = config.load(args.config, args.sets)
         run_dir = args.run_dir or os.path.join("runs", cfg["experiment"]["name"])
-        summary = extract(cfg, run_dir, workers=args.workers, scheduler=args.scheduler)
+        with run_lock(run_dir, "extract"):
+            summary = extract(cfg, run_dir, workers=args.workers, scheduler=args.scheduler)
     except ValueError as e:  # user input: config, dataset, weights, cut names, store
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -41,6 +43,9 @@ def main(argv=None):
     state = "up to date" if summary["skipped"] else (
         f"{summary['rows']} rows in {summary['seconds']} s ({summary['images_per_second']} img/s)")
     print(f"{summary['store']}: {state}; cuts {cuts}")
+    if summary.get("skipped_files"):
+        print(f"skipped {summary['skipped_files']} unreadable file(s), excluded from every stage: "
+              f"listed with the reason in {summary['skipped_report']}")
     return 0
 
 

@@ -227,8 +227,8 @@ def input_decision(spec: BackboneSpec, image_shape, requested_size: int = 0) -> 
         out_c, repeat = 3, True
     elif c != spec.channels:
         raise BackboneError(f"Backbone {spec.name!r} takes {spec.channels}-channel images; the "
-                            f"data has {c} channels. Convert the images to RGB (or grayscale) "
-                            "first.")
+                            f"data has {c} channels. Set dataset.channels = {spec.channels} to "
+                            f"convert them ({'RGB → gray by luminance' if spec.channels == 1 else 'gray → RGB by repetition'}).")
     else:
         out_c = c
     if requested_size:
@@ -350,6 +350,80 @@ def _load_saved(path: Path):
                             f"{_short_error(e)}") from None
 
 
+# Keras application model names (prefix) → registry entry: a nested base of one of these
+# families brings its aliases and its own preprocessing.
+_FAMILY_PREFIXES = {"mobilenetv2": "mobilenet_v2", "resnet50": "resnet50", "vgg16": "vgg16",
+                    "vgg19": "vgg19", "efficientnetb0": "efficientnet_b0",
+                    "inception_v3": "inception_v3", "densenet121": "densenet121"}
+
+
+def registry_family(model) -> str | None:
+    """The registry name of a Keras application model (by its name and cut layers), else None."""
+    for prefix, name in _FAMILY_PREFIXES.items():
+        if model.name.lower().startswith(prefix):
+            have = set(_layer_names(model))
+            if all(layer in have for layer in REGISTRY[name].cuts.values()):
+                return name
+    return None
+
+
+def _replay(layer, x):
+    """A fresh copy of `layer` (same config and weights) applied to `x`: its only node is then
+    in the new graph, so `.output` of that layer is connected to the new graph's input."""
+    new = keras.layers.deserialize(keras.layers.serialize(layer))
+    y = new(x)
+    new.set_weights(layer.get_weights())
+    return y
+
+
+def flatten_nested(model):
+    """A whole model whose backbone is a nested Model layer (``Input → <base Model> → GAP →
+    Dropout → Dense``, functional or Sequential) → ONE flat functional model built from the
+    nested model's own input, so its inner layers AND the top-level layers after it can be cut.
+
+    Tapping the inner layers through the wrapper gives "Graph disconnected" / "Output … is not
+    connected to `inputs`" (keras#16123, #16355). The top-level layers after the base are
+    re-applied (fresh copies with the same weights) on the base's output; layers BEFORE the base
+    (augmentation, rescaling) are left out — the base's own preprocessing replaces them — and
+    listed. Returns (model, info); info is None for a model without a nested Model.
+    """
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not nested:
+        return model, None
+    inner = max(nested, key=lambda m: len(m.layers))
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    i = layers.index(inner)
+    before, after = layers[:i], layers[i + 1:]
+    x, kept = inner.output, []
+    for layer in after:
+        try:
+            x = _replay(layer, x)
+        except Exception as e:  # noqa: BLE001 — a non-linear head: keep what chains
+            log.warning("Top-level layers from %r on are not a chain after %r (%s): they cannot "
+                        "be cut.", layer.name, inner.name, _short_error(e, 120))
+            break
+        kept.append(layer.name)
+    flat = keras.Model(inner.input, x, name=model.name)
+    if before:
+        log.warning("Layers before the nested base %r are left out: %s (the base's own "
+                    "preprocessing is used).", inner.name, [b.name for b in before])
+    return flat, {"nested_model": inner.name, "family": registry_family(inner),
+                  "top_layers": kept, "left_out_before": [b.name for b in before]}
+
+
+def _clone_at(trunk, shape, what: str):
+    """The same architecture and weights at another input size (any variant of a family,
+    e.g. MobileNetV2 with alpha 0.35, which the registry builder does not make)."""
+    try:
+        clone = keras.models.clone_model(trunk, input_tensors=keras.Input(shape))
+        clone.set_weights(trunk.get_weights())
+    except Exception as e:  # noqa: BLE001
+        raise BackboneError(f"{what} cannot be rebuilt at input shape {tuple(shape)}: "
+                            f"{_short_error(e)} Set backbone.input_size to 0 (its saved size)."
+                            ) from None
+    return clone
+
+
 def _layer_names(model) -> list[str]:
     return [layer.name for layer in model.layers]
 
@@ -389,9 +463,12 @@ def _fit_registry(loaded, spec: BackboneSpec, input_shape, what: str):
     shape = _build_shape(spec, input_shape, "saved")
     if have[2] is not None and shape[2] != have[2]:
         raise BackboneError(f"{what} was saved for {have[2]}-channel input; got input_shape "
-                            f"{shape}.")
-    rebuilt = spec.builder(shape, None)
-    _copy_weights(trunk, rebuilt, what)
+                            f"{shape}. Set dataset.channels = {have[2]} to convert the images.")
+    if spec.own:
+        rebuilt = spec.builder(shape, None)
+        _copy_weights(trunk, rebuilt, what)
+    else:  # the saved graph itself at the new size: any variant of the family (alpha 0.35 …)
+        rebuilt = _clone_at(trunk, shape, what)
     log.info("%s: rebuilt at input %s (saved at %s), weights copied", what, shape, have)
     return rebuilt
 
@@ -467,6 +544,11 @@ def load_backbone(name, weights="none", input_shape=None, layer=None, *, preproc
         if path.name.lower().endswith(".keras"):
             loaded = _load_saved(path)
         what = f"Saved model {str(path)!r}"
+        loaded, nested = flatten_nested(loaded)
+        if nested:
+            extra["nested"] = nested
+            if preprocess is None and nested["family"] and name not in REGISTRY:
+                preprocess = REGISTRY[nested["family"]].preprocess  # the base's own
         if name in REGISTRY:
             spec = REGISTRY[name]
             if preprocess and preprocess != spec.preprocess:

@@ -159,9 +159,39 @@ def _load_model(cfg, weights, data_shape):
     if name not in backbones.list_backbones() and str(weights).endswith((".keras", ".h5")) \
             and not str(weights).endswith(".weights.h5"):
         return backbones.load_backbone(name, weights=weights, layer=list(cfg["extract"]["cuts"]))
-    shape = backbones.input_shape_for(backbones.get_spec(name), data_shape,
-                                      cfg["backbone"].get("input_size", 0))
+    spec = backbones.get_spec(name)
+    size = cfg["backbone"].get("input_size", 0)
+    if not size and not spec.own and str(weights).endswith((".keras", ".h5")) \
+            and not str(weights).endswith(".weights.h5"):
+        shape = None     # a whole saved model under a registry name: at its saved input size
+    else:
+        shape = backbones.input_shape_for(spec, data_shape, size)
     return backbones.load_backbone(name, weights=weights, input_shape=shape)
+
+
+def apply_channels(cfg: dict, prepared: dict) -> dict:
+    """`dataset.channels` = 1 or 3: the experiment's views with images converted to that many
+    channels (RGB → gray by luminance, gray → RGB by repetition); "auto": unchanged (a 3-channel
+    backbone repeats gray itself). Idempotent."""
+    setting = cfg["dataset"].get("channels", "auto")
+    if setting == "auto":
+        return prepared
+    out = dict(prepared)
+    for role in ("source", "target"):
+        if out.get(role) is not None:
+            out[role] = cds.with_channels(out[role], int(setting))
+    return out
+
+
+def _check_channels(name: str, model_c: int, data_c: int) -> None:
+    if data_c == 3 and model_c == 1:
+        raise ValueError(
+            f"Backbone {name!r} takes 1-channel (grayscale) images; the data has 3 channels "
+            "(RGB). Set dataset.channels = 1 to convert them to gray by luminance (in the config's "
+            "[dataset] section, or `--set dataset.channels=1`).")
+    if model_c not in (data_c, 3):
+        raise ValueError(f"Backbone {name!r} takes {model_c}-channel images; the data has "
+                         f"{data_c}. Set dataset.channels to {model_c}.")
 
 
 def plan(cfg: dict, weights: str, prepared: dict) -> dict:
@@ -171,10 +201,13 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
     """
     from extract import backbones
 
+    prepared = apply_channels(cfg, prepared)
     target = prepared["target"]
     bcfg, ecfg = cfg["backbone"], cfg["extract"]
     data_shape = target.image_shape
     model, spec, bprov = _load_model(cfg, weights, data_shape)
+    converted = target.source.get("channels_converted")
+    _check_channels(spec.name, int(model.input.shape[-1]), cds.channels_of(target))
     cut_pairs = backbones.resolve_cuts(model, spec, list(ecfg["cuts"]))
     layers = [layer for _, layer in cut_pairs]
     pooling = ecfg["pooling"]
@@ -194,7 +227,7 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         "split_def": prepared["split_def"], "split_order": SPLIT_ORDER, "backbone": bcfg["name"],
         "weights": bprov.get("weights_sha256", bprov.get("weights")),
         "input": [in_h, in_w, in_c], "resize": bcfg["resize_method"], "cuts": cuts_meta,
-        "dtype": ecfg["dtype"]})
+        "dtype": ecfg["dtype"], **({"channels_converted": converted} if converted else {})})
     provenance = {
         "extraction_key": key, "backbone": bcfg["name"], "backbone_info": bprov,
         "weights": weights, "cuts": {a: l for a, l in cut_pairs}, "pooling": pooling,
@@ -202,6 +235,8 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         "resize_method": bcfg["resize_method"], "preprocess": spec.preprocess,
         "channels": "repeated gray to RGB" if (in_c == 3 and data_shape and data_shape[-1] == 1)
         else "as is",
+        "dataset_channels": {"setting": cfg["dataset"].get("channels", "auto"),
+                             "channels": cds.channels_of(target), "converted": converted},
         "dataset": cfg["dataset"]["name"], "dataset_source": target.source,
         "split_def": prepared["split_def"], "seed": cfg["experiment"]["seed"], "config": cfg,
         "skipped_files": len(target.skipped), "packages": package_versions(),
@@ -263,14 +298,19 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepared or cds.prepare(cfg, run_dir=run_dir)
+    stamp = run_dir / "extract.json"   # the Makefile's target: present only after a completed run
+    stamp.unlink(missing_ok=True)
+    prepared = apply_channels(cfg, prepared or cds.prepare(cfg, run_dir=run_dir))
     weights = cfg["backbone"]["weights"]
     if weights == "self":
         weights = str(ensure_self_trained(cfg, run_dir, prepared))
     skipped = prepared["target"].skipped
+    report = run_dir / "skipped_files.csv"
     if skipped:
-        report = prepared["target"].write_skipped_report(run_dir / "skipped_files.csv")
+        prepared["target"].write_skipped_report(report)
         log.warning("%d unreadable files were skipped; they are listed in %s.", len(skipped), report)
+    else:
+        report.unlink(missing_ok=True)   # a report from an earlier scan would no longer be true
     path = run_dir / "embeddings.h5"
     if workers > 1 or scheduler:
         from extract.distributed import extract_sharded
@@ -281,7 +321,11 @@ def extract(cfg: dict, run_dir, prepared=None, workers: int = 0, scheduler: str 
         summary.update(cuts=p["cuts_meta"], extraction_key=p["key"])
     if cfg["extract"].get("pixels", True):
         summary["pixels"] = extract_pixels(cfg, run_dir, prepared)
-    (run_dir / "extract.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["skipped_files"] = len(skipped)
+    summary["skipped_report"] = str(report) if skipped else ""
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(stamp)                 # written last, atomically: the stage is complete
     return summary
 
 
@@ -309,26 +353,73 @@ def ensure_self_trained(cfg, run_dir, prepared):
         class_names=list(source.class_names))
 
 
+def pixels_shape(image_shape, cap: int):
+    """The raw-pixel store's (h, w): the data's size with its longest side capped at `cap`
+    (aspect kept, rounded); images of mixed sizes → (cap, cap); cap 0 = native (None if mixed)."""
+    cap = int(cap or 0)
+    if image_shape is None:
+        return (cap, cap) if cap else None
+    h, w = int(image_shape[0]), int(image_shape[1])
+    if not cap or max(h, w) <= cap:
+        return h, w
+    scale = cap / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def area_resize(images: np.ndarray, hw) -> np.ndarray:
+    """uint8 (n, h, w, c) → (n, *hw, c) by area averaging (PIL's BOX filter): the right filter
+    for shrinking, with no aliasing."""
+    from PIL import Image
+    if tuple(images.shape[1:3]) == tuple(hw):
+        return images
+    out = np.empty((len(images), *hw, images.shape[-1]), np.uint8)
+    for i, im in enumerate(images):
+        if im.shape[-1] == 1:
+            out[i, ..., 0] = np.asarray(Image.fromarray(im[..., 0], "L").resize(
+                (hw[1], hw[0]), Image.BOX))
+        else:
+            out[i] = np.asarray(Image.fromarray(im, "RGB").resize((hw[1], hw[0]), Image.BOX))
+    return out
+
+
+def _pixel_batch(dataset, rows, hw) -> np.ndarray:
+    """Images of `rows` at `hw`, area-resized from their native size (one by one when mixed)."""
+    if dataset.image_shape is not None:
+        return area_resize(dataset.images(rows), hw)
+    return np.concatenate([area_resize(dataset.images([r]), hw) for r in rows])
+
+
 def extract_pixels(cfg, run_dir, prepared=None) -> dict:
-    """The raw-pixel pseudo-backbone: flattened pixels / 255 in their own store (`pixels.h5`)."""
+    """The raw-pixel pseudo-backbone: pixels / 255, flattened, in their own store (`pixels.h5`),
+    at a bounded size (`extract.pixels_size`, area-resized) so it cannot dominate the run."""
     prepared = prepared or cds.prepare(cfg)
     target = prepared["target"]
-    shape = target.image_shape
+    cap = int(cfg["extract"].get("pixels_size", 0) or 0)
+    hw = pixels_shape(target.image_shape, cap)
     path = Path(run_dir) / "pixels.h5"
-    if shape is None:
-        log.warning("Images differ in size: no raw-pixel baseline for this dataset.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hw is None:
+        log.warning("Images differ in size and extract.pixels_size = 0: no raw-pixel baseline.")
         return {"skipped": "variable image sizes"}
+    channels = target.image_shape[2] if target.image_shape else \
+        target.images([0], size=(1, 1)).shape[-1]
+    shape = (*hw, channels)
+    resized = target.image_shape is None or tuple(hw) != tuple(target.image_shape[:2])
     order = cds.order_by_split(target, SPLIT_ORDER)
     n, width = len(order), int(np.prod(shape))
     cuts_meta = {PIXELS_CUT: {"width": width, "layer": "input", "pooling": "flatten",
                               "frozen_blocks": 0}}
-    key = extraction_key({"rows": target.source.get("content_hash") or target.source,
-                          "split_def": prepared["split_def"], "split_order": SPLIT_ORDER,
-                          "pixels": list(shape),
-                          "dtype": cfg["extract"]["dtype"]})
+    key_parts = {"rows": target.source.get("content_hash") or target.source,
+                 "split_def": prepared["split_def"], "split_order": SPLIT_ORDER,
+                 "pixels": list(shape), "dtype": cfg["extract"]["dtype"]}
+    if resized:
+        key_parts["resize"] = "area"
+    key = extraction_key(key_parts)
     provenance = {"extraction_key": key, "backbone": "pixels", "weights": "none",
                   "cuts": {PIXELS_CUT: "input"}, "pooling": "flatten", "input_size": list(shape),
-                  "resize_method": "none", "preprocess": "x / 255, flattened",
+                  "data_shape": list(target.image_shape or []), "pixels_size": cap,
+                  "resize_method": "area" if resized else "none",
+                  "preprocess": "x / 255, flattened",
                   "dataset": cfg["dataset"]["name"], "dataset_source": target.source,
                   "split_def": prepared["split_def"], "seed": cfg["experiment"]["seed"],
                   "config": cfg, "packages": package_versions(), "code_version": code_version()}
@@ -343,7 +434,7 @@ def extract_pixels(cfg, run_dir, prepared=None) -> dict:
 
     def batches():
         for s in range(start, n, chunk):
-            x = target.images(order[s:s + chunk]).reshape(-1, width)
+            x = _pixel_batch(target, order[s:s + chunk], hw).reshape(-1, width)
             yield [x.astype(np.float32) / 255.0]
 
     if start < n:
@@ -359,21 +450,37 @@ def embed_images(provenance: dict, cut: str, dataset, batch_size: int = 256) -> 
     """
     from extract import backbones
 
+    want_c = (provenance.get("dataset_channels") or {}).get("channels") or \
+        (provenance.get("data_shape") or [None] * 3)[-1]
+    if want_c and cds.channels_of(dataset) != want_c:   # as the store's images were
+        log.info("Converting the new images from %d to %d channels, like the store's.",
+                 cds.channels_of(dataset), want_c)
+        dataset = cds.with_channels(dataset, int(want_c))
     if cut not in provenance.get("cuts", {}):
         raise ValueError(f"Cut {cut!r} is not in the recorded extraction (cuts: "
                          f"{', '.join(provenance.get('cuts', {}))}).")
     if provenance.get("backbone") == "pixels":
         shape = tuple(provenance["input_size"])
-        if dataset.image_shape != shape:
+        if provenance.get("resize_method") == "area":   # resized like the store, from native
+            if shape[2] != (dataset.image_shape or shape)[2]:
+                raise ValueError(f"The raw-pixel model expects {shape[2]}-channel images; got "
+                                 f"{dataset.image_shape[2]}.")
+            batches = (_pixel_batch(dataset, np.arange(s, min(s + 1024, len(dataset))),
+                                    shape[:2]) for s in range(0, len(dataset), 1024))
+        elif dataset.image_shape != shape:
             raise ValueError(f"The raw-pixel model expects images of shape {shape}; got "
                              f"{dataset.image_shape}.")
+        else:
+            batches = (x for _, x in dataset.iter_batches(batch_size=4096))
         return np.concatenate([x.reshape(len(x), -1).astype(np.float32) / 255.0
-                               for _, x in dataset.iter_batches(batch_size=4096)])
+                               for x in batches])
     in_h, in_w, in_c = provenance["input_size"]
     import keras
     keras.utils.set_random_seed(provenance.get("seed", 0))  # as `plan` did, for random init
-    model, spec, _ = backbones.load_backbone(provenance["backbone"], weights=provenance["weights"],
-                                             input_shape=(in_h, in_w, in_c))
+    generic = provenance["backbone"] not in backbones.list_backbones()
+    model, spec, _ = backbones.load_backbone(
+        provenance["backbone"], weights=provenance["weights"], input_shape=(in_h, in_w, in_c),
+        layer=list(provenance["cuts"].values()) if generic else None)
     cut_model = backbones.cut_model(model, [provenance["cuts"][cut]], provenance["pooling"])
     forward = make_forward(cut_model, backbones.preprocess_fn(spec), (in_h, in_w), in_c,
                            provenance.get("resize_method", "bilinear"))

@@ -6,6 +6,7 @@ projector  TSV vectors + metadata of one cut for TensorBoard's projector (--cut,
 Errors print one line and exit with code 2 (no traceback).
 """
 import argparse
+import contextlib
 import os
 import sys
 
@@ -31,12 +32,15 @@ def main(argv=None) -> int:
             s.add_argument("--store", default="embeddings", help="embeddings | pixels")
     args = p.parse_args(argv)
     from cutpoint import config
+    from cutpoint.runlock import run_lock
+    held = contextlib.ExitStack()   # the run folder's lock, taken once the folder is known
     try:
         cfg = config.load(args.config, args.sets)
         run_dir = args.run_dir or os.path.join("runs", cfg["experiment"]["name"])
         if not os.path.isdir(run_dir):
             raise FileNotFoundError(f"Run folder {run_dir!r} does not exist. Run `make extract` "
                                     f"and `make classify` first, or pass the right --run-dir.")
+        held.enter_context(run_lock(run_dir, f"report {args.cmd}"))
         if args.cmd == "umap":
             from report.umap_stage import run_umap
             summary = run_umap(run_dir, cfg)
@@ -57,6 +61,8 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        held.close()
     return 0
 
 
