@@ -67,11 +67,11 @@ $(RUN)/umap/done.json: $(RUN)/extract.json $(RUN)/classical/done.json $(RESOLVED
 	$(PY) -m report umap --config $(RESOLVED) --run-dir $(RUN)
 
 report: $(RUN)/report/report.md ## The side-by-side report (Markdown + PNGs)
-$(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/done.json) $(wildcard $(RUN)/umap/done.json) $(wildcard report/*.py)
+$(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/done.json) $(wildcard $(RUN)/umap/done.json) $(wildcard $(RUN)/curve/done.json) $(wildcard report/*.py)
 	$(PY) -m report build --config $(RESOLVED) --run-dir $(RUN)
 
 curve: $(RUN)/curve/done.json ## Label-efficiency curve: every method at each labels-per-class budget x seed
-$(RUN)/curve/done.json: $(RUN)/embeddings.h5 $(RESOLVED) $(CODE) $(wildcard curve/*.py classical/*.py finetune/*.py report/curve.py)
+$(RUN)/curve/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard curve/*.py classical/*.py finetune/*.py report/curve.py)
 	$(PY) -m curve --config $(RESOLVED) --run-dir $(RUN)
 
 all: extract classify finetune umap report ## Every stage on the configured experiment

@@ -23,13 +23,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from cutpoint import config
+    from cutpoint.runlock import run_lock
     from curve.run import run_curve
     ints = lambda s: [int(x) for x in s.split(",") if x.strip()] or None  # noqa: E731
     try:
         cfg = config.load(args.config)
-        summary = run_curve(cfg, args.run_dir, ints(args.budgets), ints(args.seeds),
-                            progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e:
+        with run_lock(args.run_dir, "curve"):
+            summary = run_curve(cfg, args.run_dir, ints(args.budgets), ints(args.seeds),
+                                progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:   # RunLockedError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     for sentence in summary["crossings"]:

@@ -269,6 +269,11 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
            "![accuracy vs depth](accuracy_vs_depth.png)", ""]
     if not best["finetune"]:
         md += ["No fine-tuning results yet: run `make finetune` to add the fine-tuning line.", ""]
+    from report import curve as rcurve
+    curve_md = rcurve.section(run_dir, cfg)
+    if "curve.png" in "".join(curve_md):
+        rcurve.write_curve(run_dir, cfg)     # the figure from the rows, always current
+    md += curve_md
     plots.cost(rows, out / "cost.png")
     md += ["## Cost", "", "Accuracy against fit wall time (log scale); marker area grows with the "
            "number of trainable parameters where the stage recorded it.", "",
