@@ -3,15 +3,15 @@
 For each labels-per-class budget b and seed s, ONE stratified subset of the target's train split
 is drawn (`cutpoint.splits.budget_subset`: seeded, nested across budgets for the same seed, a
 budget above a class's size refused) and recorded in `curve/subsets.npz`. Every method trains on
-exactly that subset: the classical models at every cut point and on raw pixels, fine-tuning at
-the configured depths, and scratch. Selection uses labels inside the budget only — never the
+exactly that subset: the classical models at every cut point and on raw pixels (fine-tuning and
+scratch cells: not built yet — the report's curve shows the families that have rows). Selection uses labels inside the budget only — never the
 experiment's validation split:
   - b >= curve.holdout_min: a stratified `holdout_fraction` of the subset is held out, the
     chosen setting is refitted on the whole subset;
   - 2 <= b < holdout_min: stratified k-fold cross-validation inside the subset
     (k = min(curve.cv_folds, b)), then a fit on the whole subset;
   - b = 1: no validation is possible; the settings declared before seeing data are used
-    (classical: `classical.pipelines.FALLBACK`; fine-tuning: see `finetune`).
+    (`classical.pipelines.FALLBACK`).
 The test split is scored once per run. One results row per (budget, seed, method), with
 `labels_per_class` and `seed`; finished cells are skipped on rerun, so a killed `make curve`
 resumes. This module composes the classical and fine-tuning stages (like prediction from images,
@@ -157,17 +157,13 @@ def run_classical(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -
 
 
 def run_curve(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -> dict:
-    """The whole curve: classical cells, fine-tuning cells, then the figure and summary."""
+    """The curve's cells (today: the classical models and pixels; fine-tuning cells are not
+    built yet), then the figure and summary."""
     from report.curve import write_curve
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     new = run_classical(cfg, run_dir, budgets, seeds, progress)
-    if cfg["curve"]["depths"]:
-        from finetune.curve import run_finetune_curve
-        subsets = np.load(run_dir / SUBSETS)
-        new += run_finetune_curve(cfg, run_dir, {k: subsets[k] for k in subsets.files},
-                                  budgets=budgets, seeds=seeds)
     summary = write_curve(run_dir, cfg)
     summary.update(new_rows=len(new), seconds=round(time.perf_counter() - t0, 1))
     (run_dir / "curve" / "done.json").write_text(json.dumps(summary, indent=1, default=str))

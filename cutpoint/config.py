@@ -81,7 +81,6 @@ DEFAULTS: dict = {
         "seeds": [0, 1, 2],       # one nested stratified subset per seed
         "classifiers": ["logreg", "linear_svm", "rbf_svm", "random_forest", "xgboost", "knn"],
         "cuts": [],               # [] = every cut point in the store, plus pixels
-        "depths": ["0", "all", "scratch"],  # fine-tuning depths run at every budget ([] = none)
         "holdout_min": 20,        # >= this many labels per class: hold out `holdout_fraction`
         "holdout_fraction": 0.2,  #   of the subset for selection; fewer: cross-validation
         "cv_folds": 5,            # folds (at most the labels per class; 1 label: no selection)

@@ -14,7 +14,7 @@ from report import curve as rcurve
 
 def _cfg(*sets):
     return config.load(None, ["curve.budgets=1,3,12", "curve.seeds=0,1",
-                              "curve.classifiers=logreg,knn", "curve.depths=[]",
+                              "curve.classifiers=logreg,knn",
                               "curve.holdout_min=10", "curve.cv_folds=3",
                               "classical.bootstrap=50", "classical.n_jobs=1", *sets])
 
