@@ -172,6 +172,10 @@ def test_selection_is_seeded():
     a = protocol.fit_select("knn", X, y, seed=4, n_jobs=1)[1]
     b = protocol.fit_select("knn", X, y, seed=4, n_jobs=1)[1]
     assert a["val_scores"] == b["val_scores"]
+    # the seed chooses the carved validation rows: another seed scores other rows
+    others = [protocol.fit_select("knn", X, y, seed=s, n_jobs=1)[1]["val_scores"]
+              for s in (5, 6)]
+    assert any(o != a["val_scores"] for o in others)
 
 
 def test_validate_inputs_refuses_bad_data_with_clear_messages():

@@ -29,11 +29,16 @@ def test_bootstrap_ci_contains_accuracy_and_narrows_with_n():
     assert widths[2] == pytest.approx(2 * 1.96 * math.sqrt(0.8 * 0.2 / 10000), rel=0.25)
 
 
-def test_bootstrap_is_seeded_and_blocked_draws_match():
+def test_bootstrap_is_seeded_and_blocked_draws_match(monkeypatch):
+    from cutpoint import metrics
     correct = np.random.default_rng(1).random(3000) < 0.7
     a = bootstrap_accuracy_ci(correct, n_boot=300, seed=5)
     assert a == bootstrap_accuracy_ci(correct, n_boot=300, seed=5)
     assert a != bootstrap_accuracy_ci(correct, n_boot=300, seed=6)
+    # Memory-bounded blocks (here 7 resamples per block, 43 blocks) draw exactly the resamples
+    # of one big block: the CI does not depend on the block size.
+    monkeypatch.setattr(metrics, "_BOOT_BLOCK", 7 * len(correct))
+    assert bootstrap_accuracy_ci(correct, n_boot=300, seed=5) == a
     with pytest.raises(ValueError, match="0 samples"):
         bootstrap_accuracy_ci([], n_boot=10)
 

@@ -126,8 +126,12 @@ def _make_run(run_dir, *, finetune=True):
     return cfg
 
 
+REQUESTED: list = []   # the ids each gallery asked images for, in order
+
+
 def _images_for_ids(ids):
     """Synthetic 28×28 images: a bright square whose position depends on the id."""
+    REQUESTED.append([str(i) for i in ids])
     out = np.zeros((len(ids), 28, 28), dtype=np.uint8)
     for k, i in enumerate(ids):
         j = int(str(i)[3:]) % 20
@@ -237,7 +241,21 @@ def test_every_best_is_chosen_on_validation_and_tests_are_holm_corrected(run):
 
 
 def test_galleries_show_the_most_confident_mistakes(run):
-    run_dir, _, _, md = run
+    run_dir, cfg, _, md = run
+    # The first gallery is the validation-chosen frozen model's most confident mistakes: the
+    # k wrong predictions with the highest probability, most confident first.
+    best = next(r for r in results.read(run_dir / "results.csv")
+                if r["method"] == "frozen+logreg" and r["cut"] == "block2")
+    p = np.load(run_dir / best["predictions"])
+    conf = p["proba"][np.arange(len(p["y_pred"])), p["y_pred"]]
+    wrong = np.flatnonzero(p["y_pred"] != p["y_true"])
+    k = cfg["report"]["gallery_size"]
+    expected = p["ids"][wrong[np.argsort(-conf[wrong], kind="stable")][:k]]
+    assert REQUESTED[0] == [str(i) for i in expected] and len(expected) == k
+    # ... and the second its most uncertain predictions (smallest top-2 margin)
+    top = np.sort(p["proba"], axis=1)
+    margin = top[:, -1] - top[:, -2]
+    assert REQUESTED[1] == [str(i) for i in p["ids"][np.argsort(margin, kind="stable")[:k]]]
     text = md.read_text()
     assert "most confident mistakes" in text and "most uncertain predictions" in text
     # The fine-tuned best model saved shuffled predictions: its gallery must still exist.
