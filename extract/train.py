@@ -15,6 +15,8 @@ whose first layer rescales (see extract.models).
 """
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 import os
@@ -195,8 +197,30 @@ def _check_replaceable(out_dir: Path):
                          "empty out_dir, e.g. runs/<experiment>/backbone.")
 
 
+@contextlib.contextmanager
+def deterministic_ops():
+    """TensorFlow op determinism for the duration (restored after): the same seed then gives
+    bit-identical training on CPU, whatever the thread scheduling."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    was = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was:
+            tf_config.disable_op_determinism()
+
+
 def _fit(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp: Path, verbose, extra):
     """Train into `tmp`: model.keras (best val_loss), history.json, config.json."""
+    with deterministic_ops():
+        _fit_deterministic(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp, verbose,
+                           extra)
+
+
+def _fit_deterministic(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp, verbose, extra):
     import keras
 
     from extract.models import build_classifier
