@@ -80,9 +80,9 @@ def _test_images(cfg, run):
 
 @pytest.mark.slow
 def test_sweep_rows_probe_start_and_reproducibility(tmp_path, monkeypatch):
-    """Every depth + scratch in one folder, then a subset in the REVERSE order in a fresh folder
-    (its own backbone training, its own probe): identical numbers and predictions. k = 0 is the
-    probe exactly (= the classical logreg on the same features), every k >= 1 starts from it."""
+    """k = 0, 2 and scratch in one folder, then the same in the REVERSE order in a fresh
+    folder (its own backbone training, its own probe): identical numbers and predictions. k = 0
+    is the probe exactly (= the classical logreg on the same features); k >= 1 starts from it."""
     import joblib
     import keras
 
@@ -101,15 +101,18 @@ def test_sweep_rows_probe_start_and_reproducibility(tmp_path, monkeypatch):
     monkeypatch.setattr(ft, "_epoch", spy)
     cfg = _cfg(tmp_path)
     run = tmp_path / "run"
-    rows = run_finetune(cfg, run, depths=[])
-    assert [r["method"] for r in rows] == [f"finetune k={k}" for k in range(5)] + ["scratch"]
+    depths = ["0", "2", "scratch"]
+    rows = run_finetune(cfg, run, depths=depths)
+    assert [r["method"] for r in rows] == ["finetune k=0", "finetune k=2", "scratch"]
     table = results.read(run / "results.csv")
-    assert len(table) == 6 and set(table[0]) == set(results.COLUMNS)
+    assert len(table) == 3 and set(table[0]) == set(results.COLUMNS)
     by = {r["method"]: r for r in table}
-    for k in range(5):
+    n_test = by["scratch"]["n_test"]
+    assert n_test > 40   # the toy set's test rows of classes 2 and 3
+    for k in (0, 2):
         r = by[f"finetune k={k}"]
         assert r["frozen_blocks"] == 4 - k and r["depth"] == str(k)
-        assert 0 <= r["val_accuracy"] <= 1 and r["n_val"] == 22 and r["n_test"] == 100
+        assert 0 <= r["val_accuracy"] <= 1 and r["n_val"] == 22 and r["n_test"] == n_test
         params = json.loads(r["best_params"])
         if k == 0:
             assert r["n_train"] == 89 + 22 and r["epochs"] == 0 and "C" in params
@@ -120,23 +123,23 @@ def test_sweep_rows_probe_start_and_reproducibility(tmp_path, monkeypatch):
             assert set(params["lr_val_accuracy"]) == {"0.0003", "0.001"}
             assert "starts from the k = 0 probe" in r["selection"]
             assert "trained on train only" in r["selection"]
-            assert r["trainable_params"] > by[f"finetune k={k - 1}"]["trainable_params"]
+            assert r["trainable_params"] > by[f"finetune k={k - 2}"]["trainable_params"]
     s = by["scratch"]
     assert s["frozen_blocks"] == 0 and s["n_train"] == 89 and 0 <= s["val_accuracy"] <= 1
-    assert "random init" in s["selection"] and s["trainable_params"] >= by["finetune k=4"][
-        "trainable_params"]
+    assert "random init" in s["selection"]
+    assert s["trainable_params"] > by["finetune k=2"]["trainable_params"]
     for r in table:
         assert r["acc_ci_low"] <= r["accuracy"] <= r["acc_ci_high"]
         assert np.load(run / r["predictions"])["proba"].shape == (r["n_test"], 2)
-    assert by["finetune k=0"]["accuracy"] > 0.75 and by["finetune k=4"]["accuracy"] > 0.75
+    assert by["finetune k=0"]["accuracy"] > 0.75 and by["finetune k=2"]["accuracy"] > 0.75
 
-    # (d) every k >= 1 candidate (2 learning rates x 4 depths) started from the probe's head;
+    # (d) every k >= 1 candidate (2 learning rates) started from the probe's head;
     # the scratch candidates did not.
     k0 = run / "finetune" / by["finetune k=0"]["run_id"]
     probe = np.load(k0 / "probe.npz")
     same = [np.array_equal(w[0], probe["kernel"]) and np.array_equal(w[1], probe["bias"])
             for w in starts.values()]
-    assert len(same) == 10 and sum(same) == 8
+    assert len(same) == 4 and sum(same) == 2
 
     # (c) k = 0's predictions are those of the probe's sklearn model on the head's features,
     # which is the classical logreg (same rule) refitted here on the same features.
@@ -157,15 +160,16 @@ def test_sweep_rows_probe_start_and_reproducibility(tmp_path, monkeypatch):
     np.testing.assert_array_equal(clf.predict(feats["test"]), pred["y_pred"])
     assert np.mean(pred["y_pred"] == imgs["test"][1]) == by["finetune k=0"]["accuracy"]
 
-    assert run_finetune(cfg, run, depths=[]) == []  # resumable: nothing redone
-    assert len(results.read(run / "results.csv")) == 6
+    assert run_finetune(cfg, run, depths=depths) == []  # resumable: nothing redone
+    assert len(results.read(run / "results.csv")) == 3
 
     # (a) + (b): a fresh folder, another order: the same numbers and predictions.
     other = tmp_path / "other"
     rerun = {r["method"]: r for r in run_finetune(cfg, other, depths=["scratch", "2", "0"])}
     assert set(rerun) == {"scratch", "finetune k=2", "finetune k=0"}
     for method, r in rerun.items():
-        for col in ("val_accuracy", "accuracy", "log_loss", "epochs", "best_params", "run_id"):
+        for col in ("val_accuracy", "accuracy", "log_loss", "epochs", "best_params",
+                    "n_train", "n_val"):
             assert r[col] == by[method][col], (method, col)
         a, b = np.load(run / by[method]["predictions"]), np.load(other / r["predictions"])
         np.testing.assert_array_equal(a["proba"], b["proba"])
