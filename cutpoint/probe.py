@@ -129,7 +129,8 @@ def fit_probe(X_train, y_train, X_val, y_val, n_classes: int, seed: int = 0,
                               scaler.transform(X_val), y_val, points, patience=patience)
     _note(caught, notes, "C value(s) of the search")
     best = int(np.argmax([-np.inf if s is None else s for s in scores]))  # ties: smallest C
-    model = Pipeline([("scale", StandardScaler()), ("clf", logreg(seed).set_params(**points[best]))])
+    model = Pipeline([("scale", StandardScaler()),
+                      ("clf", logreg(seed).set_params(**points[best]))])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model.fit(np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val]))

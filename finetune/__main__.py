@@ -36,13 +36,14 @@ def main(argv=None):
         return 2
     rows = [r for r in results.read(os.path.join(run_dir, "results.csv"))
             if r["stage"] in ("finetune", "scratch")]
-    summary = [{k: r[k] for k in ("run_id", "method", "val_accuracy", "accuracy", "fit_seconds", "epochs",
-                                  "trainable_params")} for r in rows]
+    summary = [{k: r[k] for k in ("run_id", "method", "val_accuracy", "accuracy", "fit_seconds",
+                                  "epochs", "trainable_params")} for r in rows]
     os.makedirs(os.path.join(run_dir, "finetune"), exist_ok=True)
     with open(os.path.join(run_dir, "finetune", "done.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for r in summary:
-        print(f"{r['method']:<16} val {r['val_accuracy'] if r['val_accuracy'] is not None else float('nan'):.4f}  test {r['accuracy']:.4f}  "
+        val = float("nan") if r["val_accuracy"] is None else r["val_accuracy"]
+        print(f"{r['method']:<16} val {val:.4f}  test {r['accuracy']:.4f}  "
               f"{r['fit_seconds']:>8.1f} s  "
               f"{r['trainable_params']:>9} trainable params")
     return 0

@@ -186,8 +186,8 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     k = 0: the probe's head on the frozen backbone, no gradient step. k >= 1 and scratch: every
     learning rate of fcfg["learning_rates"] (scratch: "scratch_learning_rates") trains
     lr_search_epochs epochs from the same start (same seed, same probe head); the best validation
-    accuracy (ties: the lower validation loss) continues up to fcfg["epochs"] epochs in all, with early
-    stopping on val loss (patience), and the epoch of the lowest val loss is restored.
+    accuracy (ties: the lower validation loss) continues up to fcfg["epochs"] epochs in all, with
+    early stopping on val loss (patience), and the epoch of the lowest val loss is restored.
     info: history (per learning rate), epochs (of the chosen run), epochs_total (all candidates),
     learning_rate, lr_val_accuracy, restored_epoch, val_accuracy, trainable_params.
     """
