@@ -60,7 +60,7 @@ $(RUN)/classical/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard c
 
 finetune: $(RUN)/finetune/done.json ## Fine-tuned baselines at every depth, and from scratch
 $(RUN)/finetune/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard finetune/*.py)
-	$(PY) -m cutpoint.runlock $(RUN) --stage finetune -- $(PY) -m finetune --config $(RESOLVED) --run-dir $(RUN)
+	$(PY) -m finetune --config $(RESOLVED) --run-dir $(RUN)
 
 umap: $(RUN)/umap/done.json ## UMAP pictures of every cut point's embeddings
 $(RUN)/umap/done.json: $(RUN)/extract.json $(RUN)/classical/done.json $(RESOLVED)

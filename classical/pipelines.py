@@ -36,8 +36,9 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-KORNBLITH_C = tuple(float(c) for c in np.logspace(-6, 5, 45))
-LOGREG_PATIENCE = 8      # ~2 decades of C without a better validation accuracy
+# The logistic-regression C search is the core linear probe's, shared with fine-tuning's k = 0.
+from cutpoint.probe import KORNBLITH_C, LOGREG_PATIENCE, sweep_warm_c  # noqa: F401
+
 RF_SEARCH_TREES = 100
 CLF = "clf"   # name of the final step: grid keys are "clf__<param>"
 
@@ -122,32 +123,6 @@ def sweep_each(est, Xf, yf, Xv, yv, grid, n_jobs=1, parallel=False) -> list[floa
             warnings.warn(f"{type(est).__name__} {p} did not converge.", ConvergenceWarning,
                           stacklevel=2)
     return [score for score, _ in out]
-
-
-def sweep_warm_c(est, Xf, yf, Xv, yv, grid, n_jobs=1, patience=None) -> list:
-    """Logistic regression along increasing C, each fit starting from the previous optimum.
-
-    Stops after `patience` values of C without a better validation accuracy (the path has
-    passed its peak: weaker regularisation only overfits more), counted only once the accuracy
-    has risen above its value at the smallest C, so the flat start of the path (tiny C predicts
-    the class prior) never stops it. The values not fitted score None. patience=None: LOGREG_PATIENCE; 0: sweep every value."""
-    patience = LOGREG_PATIENCE if patience is None else patience
-    model = clone(est).set_params(warm_start=True)    # each C to convergence (its max_iter)
-    Xf = np.asarray(Xf, dtype=np.float64)
-    scores: list = [None] * len(grid)
-    best, since, first = -1.0, 0, None
-    for i in sorted(range(len(grid)), key=lambda i: grid[i]["C"]):
-        model.set_params(**grid[i])
-        model.fit(Xf, yf)      # a ConvergenceWarning reaches fit_select, which notes it
-        scores[i] = _accuracy(model, Xv, yv)
-        first = scores[i] if first is None else first
-        if scores[i] > best:
-            best, since = scores[i], 0
-        elif best > first:      # past the peak; the flat start (the prior at tiny C) is not
-            since += 1
-        if patience and since >= patience:
-            break
-    return scores
 
 
 def sweep_fewer_trees(est, Xf, yf, Xv, yv, grid, n_jobs=1) -> list[float]:

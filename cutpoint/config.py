@@ -68,12 +68,17 @@ DEFAULTS: dict = {
     },
     "finetune": {
         "depths": [],             # [] = every depth 0 … all, then scratch; or e.g. ["0", "2", "all", "scratch"]
-        "epochs": 6,              # per phase; early stopping on the validation split
-        "head_epochs": 2,
+        # k = 0 is the linear probe (cutpoint.probe: logistic regression, C chosen on val, folded
+        # into the Keras head); every k >= 1 starts from that head and fine-tunes the top k
+        # blocks + head with Adam. The learning rate is chosen on validation: each candidate
+        # trains `lr_search_epochs` epoch(s) from the same start, the best val accuracy goes on
+        # to at most `epochs` epochs in all, and the epoch with the lowest val loss is restored.
+        "epochs": 8,              # most epochs of the chosen run (its search epochs included)
+        "lr_search_epochs": 1,    # epochs each learning-rate candidate gets before the choice
+        "learning_rates": [0.00003, 0.0001, 0.0003],  # k >= 1 candidates ([x] = no choice)
+        "scratch_learning_rates": [0.0003, 0.001, 0.003],  # from-scratch candidates
         "batch_size": 128,
-        "learning_rate": 0.001,   # head
-        "finetune_learning_rate": 0.0001,  # unfrozen blocks
-        "patience": 2,
+        "patience": 2,            # early stopping on val loss, epochs without improvement
         "augment": ["shift"],
     },
     "curve": {                    # label-efficiency curve (`make curve`, BRIEF §13)

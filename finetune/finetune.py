@@ -1,16 +1,20 @@
 """Fine-tuned baselines: the same backbone trained end to end at depth k, and from scratch (BRIEF §7).
 
 Depth k = the number of top blocks unfrozen, by whole blocks (the registry's block ends), never
-cutting through one. k = 0 trains only a new head on the frozen backbone; k = n_blocks unfreezes
-everything. The backbone runs in inference mode (BatchNorm keeps its moving statistics, dropout
-is off) while its unfrozen weights train, as in the Keras transfer-learning guide. The guide's
-`base(x, training=False)` is NOT enough in Keras 3.15: a functional model replays its graph with
-the outer `fit`'s training=True over the node's explicit False (keras/src/models/functional.py,
-`operation_fn`), so frozen BN statistics drift and frozen dropout stays on. `InferenceMode` wraps
-the backbone and calls it with training=False itself, which Keras honours. The head is trained
-first, then the unfrozen blocks at a lower learning rate, with a recompile after every change of
-`trainable`. Scratch = same architecture, random init, every layer trainable and in training
-mode (BatchNorm must learn its statistics).
+cutting through one. k = 0 is a linear probe: the head is the logistic regression of
+`cutpoint.probe` (C chosen on val, standardisation folded into the weights) on the frozen
+backbone, with no gradient training; every k >= 1 starts from that same head and fine-tunes the
+top k blocks + head (linear probe then fine-tune, Kumar et al. 2022), so depth is the only thing
+that changes along the curve. Its learning rate is chosen on validation among a few candidates
+(`train_at_depth`). k = n_blocks unfreezes everything. The backbone runs in inference mode
+(BatchNorm keeps its moving statistics, dropout is off) while its unfrozen weights train, as in
+the Keras transfer-learning guide. The guide's `base(x, training=False)` is NOT enough in Keras
+3.15: a functional model replays its graph with the outer `fit`'s training=True over the node's
+explicit False (keras/src/models/functional.py, `operation_fn`), so frozen BN statistics drift
+and frozen dropout stays on. `InferenceMode` wraps the backbone and calls it with training=False
+itself, which Keras honours. Every change of `trainable` is followed by a compile. Scratch = same
+architecture, random init (seeded), every layer trainable and in training mode (BatchNorm must
+learn its statistics).
 """
 from __future__ import annotations
 
@@ -89,16 +93,43 @@ class InferenceMode(keras.layers.Layer):
         return cls(**config)
 
 
-def build_model(base, num_classes: int, seed: int, bn_inference: bool = True):
-    """A new head on `base`: pool if the output is spatial, dropout, softmax."""
+def build_model(base, num_classes: int, seed: int, bn_inference: bool = True,
+                dropout: float = 0.0):
+    """A new head on `base`: pool if the output is spatial, [dropout,] softmax. The head's input
+    (the pooled backbone output) is what `feature_model` returns and what the linear probe is
+    fitted on. Heads that start from the probe get no dropout: its weights act on raw features
+    with the standardisation folded in (b' = b - (mu / sigma) @ W), so dropping features would
+    also drop their share of the mean that b' cancels and wreck the logits (measured on the
+    default experiment: training loss 3.7 in the first epoch from a 0.94 probe). Scratch's new
+    head keeps the usual dropout 0.2."""
 
     inputs = keras.Input(shape=base.input.shape[1:], name="image")
     x = InferenceMode(base, name="backbone")(inputs) if bn_inference else base(inputs)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = keras.layers.Dropout(0.2, seed=seed, name="head_dropout")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name=f"{base.name}_finetune")
+
+
+def feature_model(model):
+    """The features the head sees (backbone output, GAP-pooled when spatial): the probe's input."""
+    return keras.Model(model.input, model.get_layer("head").input)
+
+
+def set_head(model, kernel, bias) -> None:
+    """Load (folded) linear-probe weights into the softmax head."""
+    model.get_layer("head").set_weights([np.asarray(kernel, np.float32),
+                                         np.asarray(bias, np.float32)])
+
+
+def run_seed(seed: int, depth, lr=None) -> int:
+    """A seed for one build or training run, from (experiment seed, depth[, learning rate]): the
+    same run gets the same numbers whichever depths ran before it."""
+    d = 10_000 if depth == "scratch" else int(depth)
+    key = [int(seed), d] + ([] if lr is None else [int(round(float(lr) * 1e12))])
+    return int(np.random.SeedSequence(key).generate_state(1)[0] % (2 ** 31 - 1))
 
 
 def _compile(model, lr):
@@ -106,44 +137,118 @@ def _compile(model, lr):
                   metrics=["accuracy"])
 
 
-def _fit(model, train_ds, val_ds, epochs, patience, what=""):
-    if epochs <= 0:
-        return {}
-    cb = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                        restore_best_weights=True),
-          keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: log.info(
-              "%s epoch %d: %s", what, epoch + 1,
-              ", ".join(f"{k} {float(v):.4g}" for k, v in (logs or {}).items())))]
-    hist = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=cb, verbose=0,
+def _epoch(model, train_ds, val_ds) -> dict:
+    """One training epoch, then the validation scores: {loss, accuracy, val_loss, val_accuracy}."""
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0,
                      shuffle=False)  # the tf.data pipeline shuffles
-    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    return {k: float(v[-1]) for k, v in hist.history.items()}
 
 
-def train_at_depth(base, spec, depth, num_classes, train_ds, val_ds, fcfg, seed):
-    """Train one baseline. Returns (model, history, epochs_run, trainable_params)."""
+class _Run:
+    """One training run at one learning rate, stepped an epoch at a time; remembers the weights of
+    the epoch with the lowest validation loss (what early stopping restores)."""
 
-    keras.utils.set_random_seed(seed)
-    history = {}
-    if depth == "scratch":
-        model = build_model(base, num_classes, seed, bn_inference=False)
-        base.trainable = True
-        _compile(model, fcfg["learning_rate"])
-        history["scratch"] = _fit(model, train_ds, val_ds, fcfg["head_epochs"] + fcfg["epochs"],
-                                  fcfg["patience"], "scratch")
-    else:
-        model = build_model(base, num_classes, seed, bn_inference=True)
-        set_depth(base, spec, 0)
-        _compile(model, fcfg["learning_rate"])  # recompile after every change of `trainable`
-        head_epochs = fcfg["head_epochs"] + (fcfg["epochs"] if depth == 0 else 0)
-        history["head"] = _fit(model, train_ds, val_ds, head_epochs, fcfg["patience"],
-                               f"k={depth} head")
-        if depth > 0:
+    def __init__(self, model, train_ds, val_ds, lr, what):
+        self.model, self.train_ds, self.val_ds, self.lr, self.what = (
+            model, train_ds, val_ds, lr, what)
+        self.history: dict = {}
+        self.best_loss, self.best_epoch, self.best_weights, self.wait = np.inf, 0, None, 0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history.get("loss", []))
+
+    def step(self) -> None:
+        logs = _epoch(self.model, self.train_ds, self.val_ds)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+        log.info("%s lr %g epoch %d: %s", self.what, self.lr, self.epochs,
+                 ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+        if logs["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch, self.wait = logs["val_loss"], self.epochs, 0
+            self.best_weights = self.model.get_weights()
+        else:
+            self.wait += 1
+
+    @property
+    def val_accuracy(self) -> float:
+        """Validation accuracy of the epoch early stopping restores (lowest val loss so far)."""
+        return float(self.history["val_accuracy"][self.best_epoch - 1])
+
+    def finish(self, epochs: int, patience: int) -> None:
+        while self.epochs < epochs and self.wait < patience:
+            self.step()
+        self.model.set_weights(self.best_weights)
+
+
+def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, probe=None):
+    """Build and train one baseline. Returns (model, info).
+
+    load_base() -> a fresh backbone (for scratch: random init; it is called right after the
+    seed is set, so the init is the seed's). make_ds(split, seed) -> a FRESH tf.data pipeline
+    ('train': shuffled + augmented with that seed; 'val': plain). probe: the fitted
+    `cutpoint.probe.Probe` (head weights) for depth >= 0; None for scratch.
+
+    k = 0: the probe's head on the frozen backbone, no gradient step. k >= 1 and scratch: every
+    learning rate of fcfg["learning_rates"] (scratch: "scratch_learning_rates") trains
+    lr_search_epochs epochs from the same start (same seed, same probe head); the best validation
+    accuracy (ties: the lower validation loss) continues up to fcfg["epochs"] epochs in all, with
+    early stopping on val loss (patience), and the epoch of the lowest val loss is restored.
+    info: history (per learning rate), epochs (of the chosen run), epochs_total (all candidates),
+    learning_rate, lr_val_accuracy, restored_epoch, val_accuracy, trainable_params.
+    """
+    scratch = depth == "scratch"
+    build_seed = run_seed(seed, depth)
+
+    def build():
+        keras.utils.set_random_seed(build_seed)   # before EVERY build (the scratch init too)
+        base = load_base()
+        model = build_model(base, num_classes, build_seed, bn_inference=not scratch,
+                            dropout=0.2 if scratch else 0.0)
+        if scratch:
+            base.trainable = True
+        else:
+            set_head(model, probe.kernel, probe.bias)
             set_depth(base, spec, depth)
-            _compile(model, fcfg["finetune_learning_rate"])
-            history["finetune"] = _fit(model, train_ds, val_ds, fcfg["epochs"], fcfg["patience"],
-                                       f"k={depth} fine-tune")
-    epochs = sum(len(h.get("loss", [])) for h in history.values())
-    return model, history, epochs, trainable_count(model)
+        return model
+
+    if depth == 0:
+        model = build()
+        return model, {"history": {}, "epochs": 0, "epochs_total": 0, "learning_rate": None,
+                       "val_accuracy": round(float(probe.val_accuracy), 6),
+                       "trainable_params": trainable_count(model)}
+
+    lrs = [float(v) for v in fcfg["scratch_learning_rates" if scratch else "learning_rates"]]
+    if not lrs or any(not v > 0 for v in lrs):
+        raise ValueError(f"finetune.{'scratch_' if scratch else ''}learning_rates must list "
+                         f"positive learning rates, e.g. [0.0001]. Got {lrs!r}.")
+    search = max(1, int(fcfg["lr_search_epochs"])) if len(lrs) > 1 else 0
+    what = "scratch" if scratch else f"k={depth}"
+    best, history, scores, total = None, {}, {}, 0
+    for lr in lrs:
+        model = build()
+        _compile(model, lr)   # recompile after every change of `trainable`
+        run = _Run(model, make_ds("train", run_seed(seed, depth, lr)), make_ds("val", None),
+                   lr, what)
+        for _ in range(search):
+            run.step()
+        if search:
+            scores[f"{lr:g}"] = round(run.val_accuracy, 6)
+            history[f"{lr:g}"] = run.history
+            total += run.epochs
+        if best is None or (search and (run.val_accuracy, -run.best_loss)
+                            > (best.val_accuracy, -best.best_loss)):
+            best = run
+        else:
+            del model, run
+    total -= best.epochs
+    best.finish(max(int(fcfg["epochs"]), 1), int(fcfg["patience"]))
+    total += best.epochs
+    history[f"{best.lr:g}"] = best.history
+    return best.model, {
+        "history": history, "epochs": best.epochs, "epochs_total": total,
+        "learning_rate": best.lr, "lr_val_accuracy": scores, "restored_epoch": best.best_epoch,
+        "val_accuracy": round(best.val_accuracy, 6), "trainable_params": trainable_count(best.model)}
 
 
 def save_run(out_dir: Path, model, history, meta) -> None:
