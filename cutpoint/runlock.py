@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
