@@ -2,8 +2,8 @@
 [--seeds 0,1,2]`
 
 Runs every (labels-per-class budget, seed) cell of the label-efficiency curve not yet in
-results.csv — classical models at every cut point and on pixels (fine-tuning cells: not yet)
-— then writes `report/curve.png` and `curve/summary.json` (see `curve.run`).
+results.csv — classical models at every cut point and on pixels, fine-tuning at curve.depths
+and scratch — then writes `report/curve.png` and `curve/summary.json` (see `curve.run`).
 """
 import argparse
 import logging

@@ -3,19 +3,25 @@
 For each labels-per-class budget b and seed s, ONE stratified subset of the target's train split
 is drawn (`cutpoint.splits.budget_subset`: seeded, nested across budgets for the same seed, a
 budget above a class's size refused) and recorded in `curve/subsets.npz`. Every method trains on
-exactly that subset: the classical models at every cut point and on raw pixels (fine-tuning and
-scratch cells: not built yet — the report's curve shows the families that have rows). Selection uses labels inside the budget only — never the
+exactly that subset: the classical models at every cut point and on raw pixels, fine-tuning at
+`curve.depths` and from scratch. Selection uses labels inside the budget only — never the
 experiment's validation split:
-  - b >= curve.holdout_min: a stratified `holdout_fraction` of the subset is held out, the
-    chosen setting is refitted on the whole subset;
-  - 2 <= b < holdout_min: stratified k-fold cross-validation inside the subset
-    (k = min(curve.cv_folds, b)), then a fit on the whole subset;
-  - b = 1: no validation is possible; the settings declared before seeing data are used
-    (`classical.pipelines.FALLBACK`).
-The test split is scored once per run. One results row per (budget, seed, method), with
-`labels_per_class` and `seed`; finished cells are skipped on rerun, so a killed `make curve`
-resumes. This module composes the classical and fine-tuning stages (like prediction from images,
-it sits above them).
+  - b >= curve.holdout_min: a stratified `holdout_fraction` of the subset is held out (the same
+    rows for every method of the cell). Classical models and the k = 0 probe refit the chosen
+    setting on the whole subset; k >= 1 and scratch train on the rest, the held-out part choosing
+    the learning rate and the epoch (early stopping), as the full-budget stage does with val;
+  - 2 <= b < holdout_min: classical models and the probe use stratified k-fold cross-validation
+    inside the subset (k = min(curve.cv_folds, b)), then a fit on the whole subset; k >= 1 and
+    scratch cannot afford k x learning-rate trainings per cell, so they train on the whole
+    subset with settings declared before seeing data (the middle learning-rate candidate,
+    finetune.epochs epochs, the last one kept);
+  - b = 1: no validation is possible; declared settings everywhere
+    (`classical.pipelines.FALLBACK`, the same fine-tuning settings).
+Few-label epochs repeat their rows to at least `curve.min_steps_per_epoch` batches, so a
+20-image subset is not trained for 8 gradient steps. The test split is scored once per run.
+One results row per (budget, seed, method), with `labels_per_class` and `seed`; finished cells
+are skipped on rerun, so a killed `make curve` resumes. This module composes the classical and
+fine-tuning stages (like prediction from images, it sits above them).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ from cutpoint.splits import budget_subset, carve_validation
 
 log = logging.getLogger("cutpoint.curve")
 CURVE_VERSION = 1
+FINETUNE_CELLS_VERSION = 1
 SUBSETS = "curve/subsets.npz"
 
 
@@ -156,15 +163,153 @@ def run_classical(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -
     return new
 
 
+def _declared_lr(fcfg: dict, depth) -> float:
+    lrs = sorted(float(v) for v in fcfg["scratch_learning_rates" if depth == "scratch"
+                                         else "learning_rates"])
+    return lrs[len(lrs) // 2]
+
+
+def finetune_rule(depth, b: int, c: dict, fcfg: dict) -> str:
+    """The selection rule of one fine-tuning cell, in words (the row's `selection`)."""
+    steps = (f"epochs of at least {c['min_steps_per_epoch']} batches"
+             if c["min_steps_per_epoch"] else "epochs")
+    probe_rule = ("C chosen on a held-out "
+                  f"{c['holdout_fraction']:.0%} of the labelled subset" if b >= c["holdout_min"]
+                  else "C chosen by cross-validation inside the subset" if b > 1
+                  else "C declared in advance (pipelines.FALLBACK: one label per class)")
+    if depth == 0:
+        return (f"linear probe (logistic regression on the frozen features, {probe_rule}, refit "
+                f"on the whole subset) loaded as the softmax head, no gradient training")
+    start = ("random init" if depth == "scratch"
+             else f"starts from the k = 0 probe's head ({probe_rule}, refit on the whole subset)")
+    if b >= c["holdout_min"]:
+        lrs = fcfg["scratch_learning_rates" if depth == "scratch" else "learning_rates"]
+        return (f"{start}; learning rate chosen among {', '.join(f'{v:g}' for v in lrs)} by "
+                f"accuracy on a held-out {c['holdout_fraction']:.0%} of the labelled subset "
+                f"after {max(1, fcfg['lr_search_epochs'])} epoch(s) each, continued to at most "
+                f"{fcfg['epochs']} {steps} with early stopping on the held-out part (patience "
+                f"{fcfg['patience']}), the best epoch restored; weights trained on the other "
+                f"{1 - c['holdout_fraction']:.0%}")
+    return (f"{start}; too few labels to hold out (b < {c['holdout_min']}): declared settings, "
+            f"learning rate {_declared_lr(fcfg, depth):g} (the middle candidate), "
+            f"{fcfg['epochs']} {steps}, the last epoch kept; trained on the whole subset")
+
+
+def _probe_from(model, info, n_classes, seconds):
+    """A classical logreg pipeline (scaler + logistic regression) as the fine-tuning probe."""
+    from cutpoint.probe import Probe, fold
+    kernel, bias = fold(model, n_classes)
+    return Probe(model=model, C=float(model[-1].C), val_accuracy=info["best_val_accuracy"],
+                 kernel=kernel, bias=bias, n_train=info["n_train"], n_val=info["n_val"],
+                 notes=info["notes"], seconds=seconds)
+
+
+def run_finetune_cells(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -> list:
+    """Every (budget, seed, depth) fine-tuning / scratch cell not yet in results.csv."""
+    from extract.train import deterministic_ops
+    with deterministic_ops():
+        return _run_finetune_cells(cfg, run_dir, budgets, seeds, progress)
+
+
+def _run_finetune_cells(cfg, run_dir, budgets, seeds, progress) -> list:
+    from tqdm import tqdm
+
+    from finetune.finetune import parse_depths
+    from finetune.run import Context, depth_columns, run_params
+
+    run_dir = Path(run_dir)
+    c, fcfg = cfg["curve"], cfg["finetune"]
+    budgets = sorted(int(b) for b in (budgets or c["budgets"]))
+    seeds = [int(s) for s in (seeds or c["seeds"])]
+    ctx = Context(cfg, run_dir)
+    depths = parse_depths(c["depths"] or fcfg["depths"], len(ctx.blocks))
+    table = run_dir / "results.csv"
+    done = {r["run_id"] for r in results.read(table)}
+    y_train = ctx.y[ctx.rows["train"]]
+    names = list(ctx.target.class_names)
+    subsets = draw_subsets(y_train, budgets, seeds, names)
+    record_subsets(run_dir, subsets, np.asarray(ctx.target.ids)[ctx.rows["train"]])
+    rule = {k: c[k] for k in ("holdout_min", "holdout_fraction", "cv_folds",
+                              "min_steps_per_epoch")}
+    plan = []
+    for (s, b) in subsets:
+        for depth in depths:
+            stage = "scratch" if depth == "scratch" else "finetune"
+            ident = ctx.ident(stage=stage, depth=depth, seed=s, b=b, rule=rule,
+                              v=FINETUNE_CELLS_VERSION, protocol=results.PROTOCOL_VERSION)
+            rid = "cf-" + hash_obj(ident, 12)
+            if rid not in done:
+                plan.append((s, b, depth, stage, rid))
+    n_test = len(ctx.rows["test"])
+    new, probes = [], {}
+    bar = tqdm(plan, desc="curve fine-tuning", unit="run", disable=not progress)
+    for s, b, depth, stage, rid in bar:
+        bar.set_postfix_str(f"b={b} seed={s} {stage} {depth}")
+        pos = subsets[(s, b)]
+        x, y = ctx.x["train"][pos], y_train[pos]
+        hold = b >= c["holdout_min"]
+        if hold:
+            _, codes = np.unique(y, return_inverse=True)
+            fit, val = carve_validation(codes, np.arange(len(y)), c["holdout_fraction"], s)
+        probe = None
+        if depth != "scratch":
+            if (s, b) not in probes:
+                probes.clear()
+                t0 = time.perf_counter()
+                (feats,) = ctx.features(s, x)
+                model, info = select_and_fit("logreg", feats, y, b, c, s,
+                                             cfg["classical"]["n_jobs"])
+                probes[(s, b)] = _probe_from(model, info, ctx.n_classes,
+                                             time.perf_counter() - t0)
+            probe = probes[(s, b)]
+        t1 = time.perf_counter()
+        if depth == 0 or hold:
+            model, info = ctx.train(depth, (x[fit], y[fit]) if hold else (x, y),
+                                    (x[val], y[val]) if hold else None, s, probe=probe,
+                                    min_steps=c["min_steps_per_epoch"])
+        else:
+            model, info = ctx.train(depth, (x, y), None, s, probe=probe,
+                                    min_steps=c["min_steps_per_epoch"],
+                                    declared_lr=_declared_lr(fcfg, depth))
+        fit_s = (0.0 if probe is None else probe.seconds) + time.perf_counter() - t1
+        _, _, m, pred_s = ctx.score(model, s)
+        n_fit = len(fit) if hold and depth != 0 else len(y)
+        params, n_train, notes = run_params(depth, info, probe, n_fit)
+        row = results.new_row(
+            cfg, run_id=rid, stage=stage, **depth_columns(ctx, depth),
+            split_def=hash_obj(ctx.prepared["split_def"], 12), labels_per_class=b, seed=s,
+            n_train=n_train, n_val=len(val) if hold else (probe.n_val if depth == 0 else 0),
+            n_test=n_test, n_classes=ctx.n_classes,
+            selection=finetune_rule(depth, b, c, fcfg), val_accuracy=info["val_accuracy"],
+            accuracy=m["accuracy"], acc_ci_low=m["acc_ci_low"], acc_ci_high=m["acc_ci_high"],
+            macro_f1=m["macro_f1"], log_loss=m.get("log_loss"), fit_seconds=round(fit_s, 3),
+            predict_seconds=round(pred_s, 3), epochs=info["epochs"],
+            trainable_params=info["trainable_params"],
+            best_params=json.dumps(params, sort_keys=True), notes=notes)
+        results.append(table, row)
+        new.append(row)
+    bar.close()
+    return new
+
+
 def run_curve(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -> dict:
-    """The curve's cells (today: the classical models and pixels; fine-tuning cells are not
-    built yet), then the figure and summary."""
+    """Every cell of the curve (classical models and pixels, then fine-tuning and scratch),
+    then the figure and summary."""
     from report.curve import write_curve
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    new = run_classical(cfg, run_dir, budgets, seeds, progress)
+    from threadpoolctl import threadpool_limits
+    # Subsets are small: one BLAS thread per fit. Measured on the default's b = 500 cells
+    # (1,600 x 256 logistic regression), threaded BLAS on a loaded 2-core machine was 20-40x
+    # slower per L-BFGS iteration than one thread.
+    with threadpool_limits(limits=1, user_api="blas"):
+        new = run_classical(cfg, run_dir, budgets, seeds, progress)
+    t1 = time.perf_counter()
+    new += run_finetune_cells(cfg, run_dir, budgets, seeds, progress)
+    t2 = time.perf_counter()
     summary = write_curve(run_dir, cfg)
-    summary.update(new_rows=len(new), seconds=round(time.perf_counter() - t0, 1))
+    summary.update(new_rows=len(new), seconds=round(time.perf_counter() - t0, 1),
+                   classical_seconds=round(t1 - t0, 1), finetune_seconds=round(t2 - t1, 1))
     (run_dir / "curve" / "done.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

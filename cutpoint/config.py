@@ -89,6 +89,11 @@ DEFAULTS: dict = {
         "holdout_min": 20,        # >= this many labels per class: hold out `holdout_fraction`
         "holdout_fraction": 0.2,  #   of the subset for selection; fewer: cross-validation
         "cv_folds": 5,            # folds (at most the labels per class; 1 label: no selection)
+        # Fine-tuning cells (same depth vocabulary as finetune.depths; [] = finetune.depths).
+        # Below holdout_min there is nothing to select on: k >= 1 and scratch then train with
+        # declared settings (the middle learning-rate candidate, finetune.epochs epochs).
+        "depths": ["0", "2", "all", "scratch"],
+        "min_steps_per_epoch": 10,  # a few-label epoch repeats its rows to this many batches
     },
     "umap": {
         "n_neighbors": 15,

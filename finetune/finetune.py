@@ -138,7 +138,8 @@ def _compile(model, lr):
 
 
 def _epoch(model, train_ds, val_ds) -> dict:
-    """One training epoch, then the validation scores: {loss, accuracy, val_loss, val_accuracy}."""
+    """One training epoch, then the validation scores: {loss, accuracy, val_loss, val_accuracy}
+    (val_ds None: no validation scores)."""
     hist = model.fit(train_ds, validation_data=val_ds, epochs=1, verbose=0,
                      shuffle=False)  # the tf.data pipeline shuffles
     return {k: float(v[-1]) for k, v in hist.history.items()}
@@ -153,6 +154,7 @@ class _Run:
             model, train_ds, val_ds, lr, what)
         self.history: dict = {}
         self.best_loss, self.best_epoch, self.best_weights, self.wait = np.inf, 0, None, 0
+        self.validated = val_ds is not None     # False: declared epochs, the last one is kept
 
     @property
     def epochs(self) -> int:
@@ -164,24 +166,30 @@ class _Run:
             self.history.setdefault(k, []).append(v)
         log.info("%s lr %g epoch %d: %s", self.what, self.lr, self.epochs,
                  ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        if logs["val_loss"] < self.best_loss:
+        if not self.validated:
+            self.best_epoch = self.epochs
+        elif logs["val_loss"] < self.best_loss:
             self.best_loss, self.best_epoch, self.wait = logs["val_loss"], self.epochs, 0
             self.best_weights = self.model.get_weights()
         else:
             self.wait += 1
 
     @property
-    def val_accuracy(self) -> float:
+    def val_accuracy(self) -> float | None:
         """Validation accuracy of the epoch early stopping restores (lowest val loss so far)."""
+        if not self.validated:
+            return None
         return float(self.history["val_accuracy"][self.best_epoch - 1])
 
     def finish(self, epochs: int, patience: int) -> None:
         while self.epochs < epochs and self.wait < patience:
             self.step()
-        self.model.set_weights(self.best_weights)
+        if self.validated:
+            self.model.set_weights(self.best_weights)
 
 
-def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, probe=None):
+def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, probe=None,
+                   declared_lr=None):
     """Build and train one baseline. Returns (model, info).
 
     load_base() -> a fresh backbone (for scratch: random init; it is called right after the
@@ -194,6 +202,9 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     lr_search_epochs epochs from the same start (same seed, same probe head); the best validation
     accuracy (ties: the lower validation loss) continues up to fcfg["epochs"] epochs in all, with
     early stopping on val loss (patience), and the epoch of the lowest val loss is restored.
+    declared_lr: too few labels to validate on (the label-efficiency curve's smallest budgets):
+    no search and no early stopping — this one learning rate, exactly fcfg["epochs"] epochs,
+    make_ds("val") is never called and val_accuracy is None.
     info: history (per learning rate), epochs (of the chosen run), epochs_total (all candidates),
     learning_rate, lr_val_accuracy, restored_epoch, val_accuracy, trainable_params.
     """
@@ -215,10 +226,12 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     if depth == 0:
         model = build()
         return model, {"history": {}, "epochs": 0, "epochs_total": 0, "learning_rate": None,
-                       "val_accuracy": round(float(probe.val_accuracy), 6),
+                       "val_accuracy": None if probe.val_accuracy is None
+                       else round(float(probe.val_accuracy), 6),
                        "trainable_params": trainable_count(model)}
 
-    lrs = [float(v) for v in fcfg["scratch_learning_rates" if scratch else "learning_rates"]]
+    lrs = [float(v) for v in ([declared_lr] if declared_lr else
+                              fcfg["scratch_learning_rates" if scratch else "learning_rates"])]
     if not lrs or any(not v > 0 for v in lrs):
         raise ValueError(f"finetune.{'scratch_' if scratch else ''}learning_rates must list "
                          f"positive learning rates, e.g. [0.0001]. Got {lrs!r}.")
@@ -228,8 +241,8 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     for lr in lrs:
         model = build()
         _compile(model, lr)   # recompile after every change of `trainable`
-        run = _Run(model, make_ds("train", run_seed(seed, depth, lr)), make_ds("val", None),
-                   lr, what)
+        run = _Run(model, make_ds("train", run_seed(seed, depth, lr)),
+                   None if declared_lr else make_ds("val", None), lr, what)
         for _ in range(search):
             run.step()
         if search:
@@ -248,7 +261,8 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     return best.model, {
         "history": history, "epochs": best.epochs, "epochs_total": total,
         "learning_rate": best.lr, "lr_val_accuracy": scores, "restored_epoch": best.best_epoch,
-        "val_accuracy": round(best.val_accuracy, 6), "trainable_params": trainable_count(best.model)}
+        "val_accuracy": None if best.val_accuracy is None else round(best.val_accuracy, 6),
+        "trainable_params": trainable_count(best.model)}
 
 
 def save_run(out_dir: Path, model, history, meta) -> None:

@@ -32,8 +32,12 @@ log = logging.getLogger("cutpoint.finetune")
 FINETUNE_VERSION = 3
 
 
-def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
-    """uint8 images → float [0, 255] at the backbone's size and channels → augment → preprocess."""
+def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle, min_steps=0):
+    """uint8 images → float [0, 255] at the backbone's size and channels → augment → preprocess.
+
+    min_steps: an epoch is at least this many batches (the rows repeated, each copy augmented
+    anew), so a few-label subset still gets real training per epoch (the curve's small budgets);
+    0: one pass."""
     import tensorflow as tf
     from extract.backbones import preprocess_fn
     from extract.train import augmentation
@@ -53,8 +57,11 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
         return pre(xb), yb
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
+    repeat = -(-min_steps * batch_size // len(x)) if min_steps else 1
+    if repeat > 1:
+        ds = ds.repeat(repeat)
     if shuffle:
-        ds = ds.shuffle(min(len(x), 20000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(min(len(x) * repeat, 20000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -76,75 +83,127 @@ def _selection(depth, fcfg) -> str:
 
 def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     """Run every requested depth not already in the results table. Returns the new rows."""
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
-
-    was = tf_config.is_op_determinism_enabled()
-    tf.config.experimental.enable_op_determinism()
-    try:
+    from extract.train import deterministic_ops
+    with deterministic_ops():
         return _run_finetune(cfg, run_dir, prepared, depths)
-    finally:
-        if not was:
-            tf_config.disable_op_determinism()
+
+
+class Context:
+    """What every fine-tuning run on one experiment shares: the experiment's images and labels
+    per split, the backbone (its spec, input shape, weights source) and the pipelines. Built
+    once per stage run; the full-budget stage (`run_finetune`) and the label-efficiency curve
+    (`curve.run`, on subsets of the train split) both train through it."""
+
+    def __init__(self, cfg: dict, run_dir, prepared=None):
+        from extract import backbones
+        from extract.extractor import apply_channels, ensure_self_trained
+
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.fcfg, bcfg = cfg["finetune"], cfg["backbone"]
+        self.prepared = apply_channels(cfg, prepared or cds.prepare(cfg, run_dir=self.run_dir))
+        target = self.target = self.prepared["target"]
+        weights = bcfg["weights"]
+        if weights == "self":
+            weights = str(ensure_self_trained(cfg, self.run_dir, self.prepared))
+        self.weights, self.name = weights, bcfg["name"]
+        self.spec = backbones.get_spec(bcfg["name"])
+        self.input_shape = backbones.input_shape_for(self.spec, target.image_shape,
+                                                     bcfg.get("input_size", 0))
+        _, _, self.bprov = backbones.load_backbone(bcfg["name"], weights=weights,
+                                                   input_shape=self.input_shape)
+        self.blocks = list(self.spec.blocks)
+        # the experiment's splits, carved once by cutpoint.splits.prepare (never here)
+        self.rows = {s: np.flatnonzero(np.asarray(target.split) == s)
+                     for s in ("train", "val", "test")}
+        self.y = np.asarray(target.labels)
+        size = None if target.image_shape is not None else self.input_shape[:2]  # mixed sizes
+        self.x = {s: target.images(i, size=size) for s, i in self.rows.items()}
+        self.n_classes = len(target.class_names)
+
+    def pipeline(self, x, y, train: bool, seed=None, min_steps=0):
+        """A FRESH pipeline per call, never one shared (and advanced) across runs: 'train' rows
+        shuffled + augmented with `seed`; otherwise plain, in order."""
+        if train:
+            return _pipeline(x, y, self.spec, self.input_shape, self.fcfg["batch_size"],
+                             augment=self.fcfg["augment"], shuffle=True, seed=seed,
+                             min_steps=min_steps)
+        return _pipeline(x, y, self.spec, self.input_shape, self.fcfg["batch_size"], augment=[],
+                         shuffle=False, seed=0)
+
+    def split(self, name):
+        """(images, labels) of one of the experiment's splits."""
+        return self.x[name], self.y[self.rows[name]]
+
+    def load_base(self, trained=True):
+        from extract import backbones
+        return backbones.load_backbone(self.name, input_shape=self.input_shape,
+                                       weights=self.weights if trained else "none")[0]
+
+    def features(self, seed: int, *xs) -> list:
+        """The frozen backbone's features as the head sees them (inference mode, no
+        augmentation, GAP when spatial): the linear probe's input, one array per images array."""
+        import keras
+        keras.utils.set_random_seed(run_seed(seed, 0))
+        base = self.load_base()
+        model = build_model(base, self.n_classes, 0)
+        set_depth(base, self.spec, 0)
+        fm = feature_model(model)
+        return [fm.predict(self.pipeline(x, np.zeros(len(x), np.int64), train=False), verbose=0)
+                for x in xs]
+
+    def train(self, depth, fit, val, seed: int, probe=None, min_steps=0, declared_lr=None):
+        """One baseline at `depth` trained on fit = (images, labels), selecting on val (None
+        with `declared_lr`). Returns (model, info) as `finetune.train_at_depth`."""
+        def make_ds(split, ds_seed=None):
+            if split == "train":
+                return self.pipeline(*fit, train=True, seed=ds_seed, min_steps=min_steps)
+            return self.pipeline(*{"train_plain": fit, "val": val}[split], train=False)
+
+        # A fresh backbone per build: earlier runs must not leak trained weights into this one.
+        return train_at_depth(lambda: self.load_base(trained=depth != "scratch"), self.spec,
+                              depth, self.n_classes, make_ds, self.fcfg, seed, probe=probe,
+                              declared_lr=declared_lr)
+
+    def score(self, model, seed: int):
+        """Test-split probabilities (rows renormalised in float64), predictions, metrics and
+        predict seconds: the test split is read here only, once per run."""
+        x, y = self.split("test")
+        proba, pred_s = timed_predict(model, self.pipeline(x, y, train=False))
+        proba = proba.astype(np.float64)
+        proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows drift from 1 by ~1e-7
+        y_pred = proba.argmax(1)
+        m = classification_metrics(y, y_pred, proba=proba, labels=np.arange(self.n_classes),
+                                   class_names=list(self.target.class_names),
+                                   n_boot=self.cfg["classical"]["bootstrap"], seed=seed)
+        return proba, y_pred, m, pred_s
+
+    def ident(self, **extra) -> dict:
+        """What defines a run's numbers (its run id is a hash of this)."""
+        return {"version": FINETUNE_VERSION, "backbone": self.name,
+                "weights": self.bprov.get("weights_sha256", self.bprov.get("weights")),
+                "input_shape": list(self.input_shape), "split_def": self.prepared["split_def"],
+                "finetune": self.fcfg, **extra}
 
 
 def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     import json
 
     import joblib
-    import keras
-
-    from extract import backbones
-    from extract.extractor import apply_channels, ensure_self_trained
 
     run_dir = Path(run_dir)
-    fcfg, bcfg, seed = cfg["finetune"], cfg["backbone"], cfg["experiment"]["seed"]
-    prepared = apply_channels(cfg, prepared or cds.prepare(cfg, run_dir=run_dir))
-    target = prepared["target"]
-    weights = bcfg["weights"]
-    if weights == "self":
-        weights = str(ensure_self_trained(cfg, run_dir, prepared))
-    spec = backbones.get_spec(bcfg["name"])
-    input_shape = backbones.input_shape_for(spec, target.image_shape, bcfg.get("input_size", 0))
-    _, _, bprov = backbones.load_backbone(bcfg["name"], weights=weights, input_shape=input_shape)
-    blocks = list(spec.blocks)
+    ctx = Context(cfg, run_dir, prepared)
+    fcfg, seed, bcfg = cfg["finetune"], cfg["experiment"]["seed"], cfg["backbone"]
+    blocks, target, y = ctx.blocks, ctx.target, ctx.y
     todo = parse_depths(depths if depths is not None else fcfg["depths"], len(blocks))
-
-    # the experiment's splits, carved once by cutpoint.splits.prepare (never here)
-    tr, va, test_idx = (np.flatnonzero(np.asarray(target.split) == s)
-                        for s in ("train", "val", "test"))
-    y = np.asarray(target.labels)
-    size = None if target.image_shape is not None else input_shape[:2]  # mixed-size folders
-    x_tr, x_va, x_te = (target.images(i, size=size) for i in (tr, va, test_idx))
-    n_classes = len(target.class_names)
-    mk = dict(spec=spec, input_shape=input_shape, batch_size=fcfg["batch_size"])
-
-    def make_ds(split, ds_seed=None):
-        """A fresh pipeline per call: never one shared (and advanced) across runs."""
-        if split == "train":
-            return _pipeline(x_tr, y[tr], augment=fcfg["augment"], shuffle=True, seed=ds_seed,
-                             **mk)
-        x, yy = {"train_plain": (x_tr, y[tr]), "val": (x_va, y[va]),
-                 "test": (x_te, y[test_idx])}[split]
-        return _pipeline(x, yy, augment=[], shuffle=False, seed=0, **mk)
-
-    def load_base(trained=True):
-        return backbones.load_backbone(bcfg["name"], input_shape=input_shape,
-                                       weights=weights if trained else "none")[0]
-
+    tr, va, test_idx = ctx.rows["train"], ctx.rows["val"], ctx.rows["test"]
+    n_classes = ctx.n_classes
     probe_cache: dict = {}
 
     def get_probe():
         """The k = 0 linear probe, fitted once per call on the frozen features of train + val."""
         if "probe" not in probe_cache:
             t0 = time.perf_counter()
-            keras.utils.set_random_seed(run_seed(seed, 0))
-            base = load_base()
-            model = build_model(base, n_classes, 0)
-            set_depth(base, spec, 0)
-            fm = feature_model(model)
-            f_tr = fm.predict(make_ds("train_plain"), verbose=0)
-            f_va = fm.predict(make_ds("val"), verbose=0)
+            f_tr, f_va = ctx.features(seed, ctx.x["train"], ctx.x["val"])
             probe = fit_probe(f_tr, y[tr], f_va, y[va], n_classes, seed=seed)
             probe.seconds = time.perf_counter() - t0    # embedding + C search + refit
             log.info("probe: C %g, val accuracy %.4f, %.0f s (%d features).", probe.C,
@@ -156,11 +215,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     new_rows = []
     for depth in todo:
         stage = "scratch" if depth == "scratch" else "finetune"
-        ident = {"version": FINETUNE_VERSION, "stage": stage, "depth": depth,
-                 "backbone": bcfg["name"],
-                 "weights": bprov.get("weights_sha256", bprov.get("weights")),
-                 "input_shape": list(input_shape), "split_def": prepared["split_def"],
-                 "finetune": fcfg, "seed": seed}
+        ident = ctx.ident(stage=stage, depth=depth, seed=seed)
         run_id = f"ft-{hash_obj(ident, 12)}"
         if results.has_run(table, run_id):
             log.info("%s depth %s: already in %s, skipped.", stage, depth, table)
@@ -169,35 +224,12 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         probe = None if depth == "scratch" else get_probe()
         probe_s = 0.0 if probe is None else probe.seconds
         t1 = time.perf_counter()
-        # A fresh backbone per build: earlier runs must not leak trained weights into this one.
-        model, info = train_at_depth(lambda: load_base(trained=depth != "scratch"), spec, depth,
-                                     n_classes, make_ds, fcfg, seed, probe=probe)
+        model, info = ctx.train(depth, ctx.split("train"), ctx.split("val"), seed, probe=probe)
         fit_s = probe_s + (time.perf_counter() - t1)
-        proba, pred_s = timed_predict(model, make_ds("test"))
-        proba = proba.astype(np.float64)
-        proba /= proba.sum(axis=1, keepdims=True)  # float32 softmax rows drift from 1 by ~1e-7
-        y_pred = proba.argmax(1)
-        m = classification_metrics(y[test_idx], y_pred, proba=proba, labels=np.arange(n_classes),
-                                   class_names=list(target.class_names),
-                                   n_boot=cfg["classical"]["bootstrap"], seed=seed)
-        if depth == 0:
-            params = {**probe.params(), "epochs": 0}
-            n_train = probe.n_train
-            notes = (f"Linear probe: {probe.seconds:.1f} s to embed train + val and fit. "
-                     f"{probe.notes}").strip()
-        else:
-            params = {"learning_rate": info["learning_rate"],
-                      "lr_val_accuracy": info["lr_val_accuracy"],
-                      "epochs": info["epochs"], "restored_epoch": info["restored_epoch"],
-                      "epochs_all_candidates": info["epochs_total"]}
-            if probe is not None:
-                params["probe_C"] = probe.C
-            n_train = len(tr)
-            notes = (f"{info['epochs_total']} epochs trained over all learning-rate candidates."
-                     + (f" fit_seconds includes the k = 0 probe it starts from ({probe_s:.1f} s)."
-                        if probe is not None else ""))
+        proba, y_pred, m, pred_s = ctx.score(model, seed)
+        params, n_train, notes = run_params(depth, info, probe, len(tr))
         out = run_dir / "finetune" / run_id
-        meta = {"run_id": run_id, "ident": ident, "backbone_provenance": bprov, "metrics": m,
+        meta = {"run_id": run_id, "ident": ident, "backbone_provenance": ctx.bprov, "metrics": m,
                 "trainable_params": info["trainable_params"], "epochs": info["epochs"],
                 "fit_seconds": fit_s, "best_params": params, "val_accuracy": info["val_accuracy"]}
         history = info["history"]
@@ -214,13 +246,8 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
                             y_true=y[test_idx], y_pred=y_pred, proba=proba.astype(np.float32),
                             classes=np.asarray(target.class_names))
         row = results.new_row(
-            cfg, run_id=run_id, stage=stage,
-            method="scratch" if stage == "scratch" else f"finetune k={depth}",
-            backbone=bcfg["name"],
-            weights="random" if stage == "scratch" else bprov.get("weights", weights),
-            depth="scratch" if stage == "scratch" else str(depth),
-            frozen_blocks=0 if stage == "scratch" else len(blocks) - depth,
-            dataset=cfg["dataset"]["name"], split_def=hash_obj(prepared["split_def"], 12),
+            cfg, run_id=run_id, stage=stage, **depth_columns(ctx, depth),
+            split_def=hash_obj(ctx.prepared["split_def"], 12),
             n_train=n_train, n_val=len(va), n_test=len(test_idx), n_classes=n_classes,
             selection=_selection(depth, fcfg), val_accuracy=info["val_accuracy"],
             accuracy=m["accuracy"], acc_ci_low=m["acc_ci_low"], acc_ci_high=m["acc_ci_high"],
@@ -236,3 +263,32 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
                  "trainable params).", stage, depth, info["val_accuracy"], m["accuracy"], fit_s,
                  info["epochs"], info["trainable_params"])
     return new_rows
+
+
+def depth_columns(ctx: Context, depth) -> dict:
+    """The results columns that say which baseline a row is."""
+    scratch = depth == "scratch"
+    return dict(method="scratch" if scratch else f"finetune k={depth}", backbone=ctx.name,
+                weights="random" if scratch else ctx.bprov.get("weights", ctx.weights),
+                depth="scratch" if scratch else str(depth),
+                frozen_blocks=0 if scratch else len(ctx.blocks) - depth,
+                dataset=ctx.cfg["dataset"]["name"])
+
+
+def run_params(depth, info: dict, probe, n_fit: int) -> tuple[dict, int, str]:
+    """(best_params, n_train, notes) of one run: the probe's C at k = 0, the learning rate and
+    epochs otherwise."""
+    probe_s = 0.0 if probe is None else probe.seconds
+    if depth == 0:
+        return ({**probe.params(), "epochs": 0}, probe.n_train,
+                f"Linear probe: {probe.seconds:.1f} s to embed train + val and fit. "
+                f"{probe.notes}".strip())
+    params = {"learning_rate": info["learning_rate"], "lr_val_accuracy": info["lr_val_accuracy"],
+              "epochs": info["epochs"], "restored_epoch": info["restored_epoch"],
+              "epochs_all_candidates": info["epochs_total"]}
+    if probe is not None:
+        params["probe_C"] = probe.C
+    notes = (f"{info['epochs_total']} epochs trained over all learning-rate candidates."
+             + (f" fit_seconds includes the k = 0 probe it starts from ({probe_s:.1f} s)."
+                if probe is not None else ""))
+    return params, n_fit, notes

@@ -202,10 +202,13 @@ def section(run_dir, cfg) -> list[str]:
 def rule(c: dict) -> str:
     return (f"labels inside the budget only — with at least {c['holdout_min']} labels per "
             f"class, hyperparameters (C, trees, learning rate, epochs …) are chosen on a held-out "
-            f"{c['holdout_fraction']:.0%} of the subset; with 2–{c['holdout_min'] - 1}, by "
-            f"{c['cv_folds']}-fold (at most b-fold) stratified cross-validation inside it; with "
-            f"1, settings declared in advance are used; the final fit uses the whole subset, and "
-            f"the experiment's full validation split is never used")
+            f"{c['holdout_fraction']:.0%} of the subset; with 2–{c['holdout_min'] - 1}, the "
+            f"classical models and the k = 0 probe use {c['cv_folds']}-fold (at most b-fold) "
+            f"stratified cross-validation inside it, while fine-tuning (k ≥ 1) and scratch use "
+            f"settings declared in advance (the middle learning-rate candidate, "
+            f"finetune.epochs epochs); with 1, declared settings everywhere. Classical models "
+            f"and the probe refit on the whole subset, fine-tuning trains on the part not held "
+            f"out; the experiment's full validation split is never used")
 
 
 def write_curve(run_dir, cfg) -> dict:

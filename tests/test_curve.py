@@ -108,3 +108,51 @@ def test_aggregate_crossings_and_figure(tmp_path):
     from PIL import Image
     img = np.asarray(Image.open(tmp_path / "curve.png").convert("L"), dtype=float)
     assert img.shape[0] > 300 and img.std() > 5
+
+
+@pytest.mark.slow
+def test_finetune_cells_select_inside_the_budget_and_rerun_identically(tmp_path, monkeypatch):
+    """Fine-tuning and scratch cells: the held-out part of the subset (b >= holdout_min) or
+    declared settings (below) — never the experiment's validation split: scrambling its images
+    changes no number, and the rerun is identical (op determinism, fresh pipelines)."""
+    from test_finetune import _cfg as ft_cfg
+    from curve.run import run_finetune_cells
+    from finetune import run as frun
+
+    cfg = ft_cfg(tmp_path, "curve.budgets=1,12", "curve.seeds=3", "curve.holdout_min=10",
+                 "curve.depths=0,2,scratch", "curve.min_steps_per_epoch=3")
+    run = tmp_path / "run"
+    rows = run_finetune_cells(cfg, run, progress=False)
+    assert len(rows) == 2 * 3 and {r["seed"] for r in rows} == {3}
+    by = {(r["labels_per_class"], r["method"]): r for r in rows}
+    k0, k2, sc = by[(12, "finetune k=0")], by[(12, "finetune k=2")], by[(12, "scratch")]
+    assert k0["n_train"] == 24 and "held-out 20%" in k0["selection"]
+    assert k2["n_train"] + k2["n_val"] == 24 and k2["n_val"] >= 2     # weights: the rest only
+    assert "held-out 20%" in k2["selection"] and k2["val_accuracy"] is not None
+    assert json_of(k2)["probe_C"] == json_of(k0)["C"]                   # starts from the probe
+    for r in (by[(1, "finetune k=2")], by[(1, "scratch")]):
+        assert r["val_accuracy"] is None and "declared" in r["selection"] and r["n_train"] == 2
+        assert r["epochs"] == cfg["finetune"]["epochs"]
+    assert json_of(by[(1, "scratch")])["learning_rate"] == 0.003   # [0.001, 0.003][2 // 2]
+    assert "declared in advance" in by[(1, "finetune k=0")]["selection"]
+    assert run_finetune_cells(cfg, run, progress=False) == []             # resumable
+
+    (run / "results.csv").rename(run / "first.csv")
+    real_init = frun.Context.__init__
+
+    def scrambled(self, *a, **k):
+        real_init(self, *a, **k)
+        rng = np.random.default_rng(0)
+        self.x["val"] = rng.integers(0, 256, self.x["val"].shape).astype(self.x["val"].dtype)
+        self.y = self.y.copy()
+        self.y[self.rows["val"]] = rng.permutation(self.y[self.rows["val"]])
+    monkeypatch.setattr(frun.Context, "__init__", scrambled)
+    again = {r["run_id"]: r for r in run_finetune_cells(cfg, run, progress=False)}
+    for r in rows:
+        for col in ("accuracy", "log_loss", "val_accuracy", "epochs", "best_params"):
+            assert again[r["run_id"]][col] == r[col], (r["method"], col)
+
+
+def json_of(row):
+    import json
+    return json.loads(row["best_params"])
