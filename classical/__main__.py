@@ -225,10 +225,13 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
 
 
 def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True, workers=0,
-        scheduler="") -> dict:
+        scheduler="", client=None) -> dict:
     """Train every missing (store, cut, classifier); returns the summary written to done.json.
-    With `workers` (a LocalCluster of that many processes) or `scheduler` (an existing Dask
-    cluster's address) the work runs on Dask (`classical.distributed`)."""
+    On Dask (`classical.distributed`) with `client` (a dask.distributed Client of the caller),
+    `workers` (a LocalCluster of that many processes) or `scheduler` (an existing cluster's
+    address)."""
+    if client is not None:
+        return _run(cfg, run_dir, classifiers, cuts, progress, client)
     with distributed.client_for(workers, scheduler) as client:
         return _run(cfg, run_dir, classifiers, cuts, progress, client)
 
