@@ -141,7 +141,7 @@ def _chunk_rows(path) -> int:
 
 
 def _labels(path, split) -> np.ndarray:
-    return np.asarray(store.read_samples(path, split)["labels"])
+    return store.labels(path, split)
 
 
 def _stream_accuracy(predict, path, cut, lo, hi, chunk) -> float:
@@ -294,13 +294,15 @@ def _train_distributed(client, path, cut, lo, hi, classes, params, rounds, exter
     if client is None:
         return xgb_train(path, cut, lo, hi, classes, params, rounds, external, chunk)
     from distributed.comm import get_address_host
+    from distributed.utils import get_ip
     from xgboost.tracker import RabitTracker
 
     addrs = sorted(client.scheduler_info()["workers"])
     n = min(len(addrs), max(1, hi - lo))
     edges = np.linspace(lo, hi, n + 1).astype(int)
-    tracker = RabitTracker(n_workers=n, host_ip=get_address_host(client.scheduler.address),
-                           sortby="task")
+    # The tracker listens in this process, on the interface that routes to the scheduler.
+    host = get_ip(get_address_host(client.scheduler.address))
+    tracker = RabitTracker(n_workers=n, host_ip=host, sortby="task")
     tracker.start()
     args = tracker.worker_args()
     futures = [client.submit(xgb_train, str(path), cut, int(edges[r]), int(edges[r + 1]),

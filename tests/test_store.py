@@ -416,3 +416,5 @@ def test_iter_chunks_reads_blocks_of_at_most_chunk_rows_that_join_to_read(tmp_pa
         assert np.array_equal(np.concatenate([b[1] for b in blocks]), y)
         assert list(np.concatenate([b[2] for b in blocks])) == list(ids)
     assert [len(b[0]) for b in store.iter_chunks(path, "block1", chunk_rows=4)] == [4, 4, 2]
+    assert np.array_equal(store.labels(path, "val"), LABELS[5:7])
+    assert np.array_equal(store.labels(path), LABELS)
