@@ -271,31 +271,26 @@ def _run(cfg, run_dir, classifiers, cuts, progress, client) -> dict:
         try:
             if isinstance(engine, Exception):
                 raise engine
-            if engine != "in-memory":
-                row = run_one(n, cfg, run_dir, path, cut, attrs, prov, None,
-                              store.class_names(path), run_id, engine, client)
-                results.append(table, row)
-                summary["runs"].append(item | {"status": "new", "accuracy": row["accuracy"],
-                                               "fit_seconds": row["fit_seconds"]})
-                bar.write(f"{path.stem}/{cut} {n} ({engine}): accuracy {row['accuracy']:.4f}")
-                continue
-            if (path, cut) not in cache:
-                cache.clear()                    # one cut's matrices in memory at a time
-                try:
-                    data = load_split(path, cut)
-                    protocol.validate_inputs(*data["train"][:2], *data["test"][:2])
-                    cache[(path, cut)] = (data, store.class_names(path))
-                except Exception as e:           # bad data fails every classifier of the cut
-                    cache[(path, cut)] = e
-            if isinstance(cache[(path, cut)], Exception):
-                raise cache[(path, cut)]
-            data, class_names = cache[(path, cut)]
+            if engine != "in-memory":            # streamed from the store: nothing loaded
+                data, class_names = None, store.class_names(path)
+            else:
+                if (path, cut) not in cache:
+                    cache.clear()                # one cut's matrices in memory at a time
+                    try:
+                        data = load_split(path, cut)
+                        protocol.validate_inputs(*data["train"][:2], *data["test"][:2])
+                        cache[(path, cut)] = (data, store.class_names(path))
+                    except Exception as e:       # bad data fails every classifier of the cut
+                        cache[(path, cut)] = e
+                if isinstance(cache[(path, cut)], Exception):
+                    raise cache[(path, cut)]
+                data, class_names = cache[(path, cut)]
             row = run_one(n, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_id,
                           engine, client)
             results.append(table, row)
             summary["runs"].append(item | {"status": "new", "accuracy": row["accuracy"],
                                            "fit_seconds": row["fit_seconds"]})
-            bar.write(f"{path.stem}/{cut} {n}: accuracy {row['accuracy']:.4f} "
+            bar.write(f"{path.stem}/{cut} {n} ({engine}): accuracy {row['accuracy']:.4f} "
                       f"[{row['acc_ci_low']:.4f}, {row['acc_ci_high']:.4f}] in "
                       f"{row['fit_seconds']:.1f} s, best {row['best_params']}")
         except Exception as e:   # one failing run must not stop the others

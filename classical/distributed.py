@@ -351,7 +351,8 @@ def _fit_xgb(path, cut, client, seed, n_jobs, chunk, external, grid=None):
     width = int(store.cuts(path)[cut]["width"])
     grid = grid or pipelines.make("xgboost", seed, n_jobs)[1]
     depth_key, rounds_key = "clf__estimator__max_depth", "clf__estimator__n_estimators"
-    threads = 1 if client is not None else n_jobs
+    threads = (min(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+               if client is not None else n_jobs)
     scores = [0.0] * len(grid)
     t0 = time.perf_counter()
     for depth in dict.fromkeys(p.get(depth_key, 6) for p in grid):
