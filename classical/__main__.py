@@ -24,6 +24,7 @@ Makefile's target) is not written, so `make classify` retries.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import json
@@ -168,8 +169,6 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
             engine="in-memory", client=None) -> dict:
     """Fit, select, score and save one (store, cut, classifier); returns the results row.
     `data` is the in-memory splits (engine "in-memory") or None (a streaming engine)."""
-    import contextlib
-
     import joblib
 
     ccfg, seed = cfg["classical"], cfg["experiment"]["seed"]
@@ -256,7 +255,8 @@ def _run(cfg, run_dir, classifiers, cuts, progress, client) -> dict:
                 engine = distributed.engine_for(n, mb, limit, client)
             except ValueError as e:
                 engine = e
-            ident = distributed.engine_identity(engine, client) if isinstance(engine, str) else {}
+            ident = (distributed.engine_identity(engine, client, 0 < limit < mb)
+                     if isinstance(engine, str) else {})
             todo.append((path, cut, attrs, prov, n, run_id_for(n, prov, cut, cfg, ident), engine))
     summary = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "results": str(table), "runs": []}

@@ -67,7 +67,7 @@ def client_for(workers: int = 0, scheduler: str = "", processes: bool = True):
     if int(workers) < 1:
         raise ValueError(f"--workers must be an integer >= 1. Got {workers!r} instead.")
     with LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=processes,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         yield client
 
 
@@ -108,19 +108,19 @@ def engine_for(name: str, megabytes: float, limit_mb: float, client) -> str:
     raise ValueError(f"{name}: this cut's rows take {megabytes:.0f} MB as float32, above "
                      f"classical.max_in_memory_mb = {limit_mb:g}; out of core only "
                      f"{' and '.join(OUT_OF_CORE)} run (streamed SGD, external-memory XGBoost). "
-                     f"Restrict the classifiers (`make classify CLASSIFIERS=logreg,xgboost`) or "
-                     f"raise the limit (`--set classical.max_in_memory_mb=...`) on a machine "
-                     f"with the memory.")
+                     f"Restrict the classifiers (`make classify CLASSIFIERS=logreg,xgboost`) or, "
+                     f"on a machine with the memory, raise max_in_memory_mb in the [classical] "
+                     f"section of the experiment's config.")
 
 
-def engine_identity(engine: str, client) -> dict:
-    """What an engine adds to a run's id: results of another engine (or, for XGBoost's
-    distributed sketch, another worker count) are other runs, never silently reused."""
+def engine_identity(engine: str, client, external: bool) -> dict:
+    """What an engine adds to a run's id: results of another engine (or, for XGBoost, another
+    worker count or data matrix: the sketch differs) are other runs, never silently reused."""
     if engine == "in-memory":
         return {}
     if engine == "sgd-stream":
         return {"engine": engine, "alphas": SGD_ALPHAS, "epochs": SGD_EPOCHS}
-    return {"engine": engine, "workers": _n_workers(client)}
+    return {"engine": engine, "workers": _n_workers(client), "external_memory": bool(external)}
 
 
 def _run_tasks(client, fn, argsets: list) -> list:

@@ -115,7 +115,7 @@ def test_a_classifier_without_an_out_of_core_engine_is_refused_with_the_fix(tmp_
     (failed,) = summary["runs"]
     assert failed["status"] == "failed"
     assert "classical.max_in_memory_mb = 0.01" in failed["error"]
-    assert "CLASSIFIERS=logreg,xgboost" in failed["error"]
+    assert "CLASSIFIERS=logreg,xgboost" in failed["error"] and "[classical]" in failed["error"]
 
 
 @pytest.mark.slow
