@@ -2,10 +2,10 @@
 
 A synthetic store (rows x width float32, Gaussian classes, train / val / test = 72 / 8 / 20 %) is
 written chunk by chunk with embeddings/store.py, then classified by the streaming engines of
-classical/distributed.py: logreg as averaged SGD
-(`sgd-stream`) and XGBoost from an ExtMemQuantileDMatrix through XGBoost's collective
-(`xgb-collective`); classical.max_in_memory_mb is set to a tenth of the store, so both stream, with the short grids below (the registry's 200-round grid would take hours
-here). Each (classifier, rows, workers) runs in a fresh subprocess with its own LocalCluster of
+classical/distributed.py: logreg as averaged SGD (`sgd-stream`) and XGBoost from an
+ExtMemQuantileDMatrix through XGBoost's collective (`xgb-collective`); classical.max_in_memory_mb
+is set to a tenth of the store, so both stream, with the short grids below (the registry's
+200-round grid would take hours here). Each (classifier, rows, workers) runs in a fresh subprocess with its own LocalCluster of
 single-threaded worker processes; the peak RSS of every worker (getrusage in the worker, read
 with client.run) and of the client process are reported. The memory goal: the worker peak at the
 larger row count is at most GOAL_RATIO x the peak at the smaller one (flat, it does not grow with

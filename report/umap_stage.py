@@ -146,8 +146,8 @@ def embed_sampled(path, cut, split, rows, fit_rows, params: dict, seed: int) -> 
     "pca" dims when set) fitted on the split positions `fit_rows`, every other position of
     `rows` placed with `transform`, reading the store one chunk of rows at a time."""
     fit = params["fit_sample"]
-    n = store.splits(path)[split]
-    n = n[1] - n[0]
+    lo, hi = store.splits(path)[split]
+    n = hi - lo
     coords = np.full((n, 2), np.nan, dtype=np.float32)
     want_fit, want = np.zeros(n, bool), np.zeros(n, bool)
     want_fit[fit_rows], want[rows] = True, True

@@ -4,6 +4,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from cutpoint import config
+from cutpoint.provenance import hash_arrays
 from embeddings import store
 from report import run_umap
 from report.umap_stage import stratified_subsample
@@ -63,3 +64,6 @@ def test_below_fit_points_every_point_is_fitted_as_before(tmp_path):
     _, params = store.read_umap(run_dir / "embeddings.h5", "fc", "test")
     assert "fit_sample" not in params and entry["fit_sample"] is None
     assert "SAMPLE" not in entry["title"]
+    # The data hash, now streamed chunk by chunk, is the digest of the whole arrays as before.
+    X, y, ids = store.read(run_dir / "embeddings.h5", "fc", "test")
+    assert params["data_hash"] == hash_arrays(X, y, np.asarray(ids).astype("U"))
