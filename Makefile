@@ -24,6 +24,8 @@ SETS := $(if $(DATASET),--set dataset.name=$(DATASET)) \
         $(if $(SEED),--set experiment.seed=$(SEED)) \
         $(if $(BUDGETS),--set 'curve.budgets=$(BUDGETS)') \
         $(if $(SEEDS),--set 'curve.seeds=$(SEEDS)')
+# WORKERS=N: a Dask LocalCluster of N processes; SCHEDULER=tcp://…: an existing Dask cluster.
+DASK = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 CODE = $(wildcard cutpoint/*.py embeddings/*.py)
 RESOLVED := $(RUN)/config.toml
 
@@ -32,7 +34,7 @@ RESOLVED := $(RUN)/config.toml
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
-	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS= BUDGETS=1,5,20 SEEDS=0,1,2"
+	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS= SCHEDULER=tcp://host:8786 BUDGETS=1,5,20 SEEDS=0,1,2"
 
 venv: $(VENV_STAMP) ## Build .venv from requirements.txt (redone only when it changes)
 $(VENV_STAMP): requirements.txt
@@ -52,11 +54,11 @@ $(RESOLVED): FORCE $(VENV_STAMP)
 # A store deleted by hand forces the stage too.
 extract: $(RUN)/extract.json ## Train the backbone if needed and embed the dataset at every cut point
 $(RUN)/extract.json: $(RESOLVED) $(CODE) $(wildcard extract/*.py) $(if $(wildcard $(RUN)/embeddings.h5),,FORCE) | data
-	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN) $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN) $(DASK)
 
 classify: $(RUN)/classical/done.json ## Tuned sklearn/XGBoost pipelines on every cut point
 $(RUN)/classical/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard classical/*.py)
-	$(PY) -m classical run --config $(RESOLVED) --run-dir $(RUN)
+	$(PY) -m classical run --config $(RESOLVED) --run-dir $(RUN) $(DASK)
 
 finetune: $(RUN)/finetune/done.json ## Fine-tuned baselines at every depth, and from scratch
 $(RUN)/finetune/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard finetune/*.py)

@@ -11,6 +11,7 @@ Sections, one module each, each a `run(sizes, ctx) -> dict` that never sees the 
   memory      peak RSS of extracting N vs 6N images, each in a fresh process         (memory.py)
   hdf5        store write/read MB/s and file size per dtype x compression           (storage.py)
   classical   fit_select + predict seconds per classifier on synthetic embeddings    (classifiers.py)
+  scale       out-of-core logreg / XGBoost on Dask: worker peak RSS at 2 row counts  (scale.py)
   e2e         wall time of `make extract` / `make classify` (opt-in: --e2e)          (e2e.py)
 
 Numbers are measured, never asserted: tests only check the outputs' structure (`--quick`).

@@ -36,6 +36,8 @@ FULL = {
     "classical": {"dims": [128, 1280, 2048], "n_train": 30000, "n_test": 5000, "n_classes": 10,
                   "pilot_rows": 500, "cell_budget_s": 60.0, "section_budget_s": 660.0,
                   "min_cell_s": 15.0, "min_first_step_s": 45.0, "n_jobs": 2},
+    # 300k x 512 float32 = 586 MB per store; logreg and XGBoost stream it (benchmarks/scale.py).
+    "scale": {"rows": [100000, 300000], "width": 512, "n_classes": 10, "chunk_rows": 4096},
     "e2e": {"timeout_s": 3600},
 }
 
@@ -61,6 +63,7 @@ QUICK = {
                   "pilot_rows": 120, "cell_budget_s": 20.0, "section_budget_s": 60.0,
                   "min_cell_s": 5.0, "min_first_step_s": 60.0, "n_jobs": 1,
                   "classifiers": ["logreg", "knn"]},
+    "scale": {"rows": [2000, 6000], "width": 16, "n_classes": 3, "chunk_rows": 256},
     "e2e": {"timeout_s": 3600},
 }
 

@@ -3,6 +3,7 @@
     python -m classical --list
     python -m classical run --config runs/<exp>/config.toml --run-dir runs/<exp>
                             [--classifiers logreg,knn] [--cuts block2,pixels]
+                            [--workers N | --scheduler tcp://host:8786]
     python -m classical predict --model runs/<exp>/classical/<run_id>/model.joblib
                                 (--store S.h5 [--split test] | --images DIR|FILE…|NPZ) --out preds.csv
 
@@ -10,8 +11,12 @@
 cuts in `embeddings.h5` and the raw-pixel pseudo-backbone in `pixels.h5` (when present). A run
 is identified by a hash of the classifier (and its registry definition), the store's content
 identity (extraction key) and cut, the seed, the validation fraction and the classical config
-section without the selection keys (classifiers, cuts, n_jobs): re-running skips finished runs,
-and choosing more classifiers or cuts only adds runs. Each run writes
+section without the selection keys (classifiers, cuts, n_jobs, max_in_memory_mb) and, for the
+streaming engines, the engine (`classical.distributed.engine_identity`): re-running skips
+finished runs, and choosing more classifiers or cuts only adds runs. `--workers N` (a LocalCluster)
+or `--scheduler ADDRESS` (an existing cluster) runs the searches on Dask and XGBoost across the
+workers; cuts above `classical.max_in_memory_mb` are streamed from the store
+(`classical.distributed`). The row's notes say where it ran. Each run writes
 `classical/<run_id>/{model.joblib, predictions.npz, config.toml}` and appends one results row.
 One failing run is logged and the others go on; the exit code is then 1 and `done.json` (the
 Makefile's target) is not written, so `make classify` retries.
@@ -19,6 +24,7 @@ Makefile's target) is not written, so `make classify` retries.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import difflib
 import json
@@ -30,14 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from classical import pipelines, protocol
+from classical import distributed, pipelines, protocol
 from cutpoint import config as cconfig
 from cutpoint import results
 from cutpoint.provenance import code_version, hash_obj, package_versions
 
 log = logging.getLogger("classical")
 STORES = ("embeddings.h5", "pixels.h5")
-_SELECTION_KEYS = ("classifiers", "cuts", "n_jobs")   # choose runs, do not change a run's result
+# Choose runs or how they are computed, not a run's result (an engine that changes the result is
+# part of the run id through `distributed.engine_identity`).
+_SELECTION_KEYS = ("classifiers", "cuts", "n_jobs", "max_in_memory_mb")
 # The extraction settings a model depends on: predicting from a store that differs in any of
 # them would feed the model features it was not trained on.
 EXTRACTION_FIELDS = ("backbone", "weights", "cut", "layer", "pooling", "width", "input_size",
@@ -130,12 +138,12 @@ def load_split(path, cut) -> dict:
 
 # ----------------------------------------------------------------------------- run
 
-def run_id_for(name: str, prov: dict, cut: str, cfg: dict) -> str:
+def run_id_for(name: str, prov: dict, cut: str, cfg: dict, engine: dict | None = None) -> str:
     section = {k: v for k, v in cfg["classical"].items() if k not in _SELECTION_KEYS}
     ident = {"classifier": name, "definition": pipelines.signature(name),
              "store": _store_identity(prov), "cut": cut, "seed": cfg["experiment"]["seed"],
              "val_fraction": cfg["dataset"]["val_fraction"], "classical": section,
-             "protocol": results.PROTOCOL_VERSION}
+             "protocol": results.PROTOCOL_VERSION, **(engine or {})}
     return f"cl-{hash_obj(ident, 12)}"
 
 
@@ -157,16 +165,26 @@ def _label_encoder(model):
     return LabelEncoder().fit(model.classes_)
 
 
-def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_id) -> dict:
-    """Fit, select, score and save one (store, cut, classifier); returns the results row."""
+def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_id,
+            engine="in-memory", client=None) -> dict:
+    """Fit, select, score and save one (store, cut, classifier); returns the results row.
+    `data` is the in-memory splits (engine "in-memory") or None (a streaming engine)."""
     import joblib
 
     ccfg, seed = cfg["classical"], cfg["experiment"]["seed"]
-    (Xtr, ytr, _), (Xva, yva, _), (Xte, yte, idte) = data["train"], data["val"], data["test"]
-    model, info = protocol.fit_select(
-        name, Xtr, ytr, Xva, yva, seed=seed, n_jobs=ccfg["n_jobs"],
-        rbf_max_train=ccfg["rbf_max_train"])
-    ev = protocol.evaluate(model, Xte, yte, class_names, n_boot=ccfg["bootstrap"], seed=seed)
+    if engine == "in-memory":
+        (Xtr, ytr, _), (Xva, yva, _), (Xte, yte, idte) = data["train"], data["val"], data["test"]
+        with protocol.search_on_dask() if client is not None else contextlib.nullcontext():
+            model, info = protocol.fit_select(
+                name, Xtr, ytr, Xva, yva, seed=seed, n_jobs=ccfg["n_jobs"],
+                rbf_max_train=ccfg["rbf_max_train"])
+        ev = protocol.evaluate(model, Xte, yte, class_names, n_boot=ccfg["bootstrap"], seed=seed)
+    else:
+        model, info, ev, yte, idte = distributed.fit_out_of_core(engine, name, cfg, path, cut,
+                                                                 class_names, client)
+    where = distributed.describe(client)
+    info["scheduler"], info["engine"] = where, engine
+    info["notes"] = f"{info['notes']} Ran on: {where}, engine {engine}.".strip()
     out = run_dir / "classical" / run_id
     out.mkdir(parents=True, exist_ok=True)
     extraction = extraction_record(prov, cut, attrs)
@@ -205,8 +223,19 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
         model=str((out / "model.joblib").relative_to(run_dir)))
 
 
-def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True) -> dict:
-    """Train every missing (store, cut, classifier); returns the summary written to done.json."""
+def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True, workers=0,
+        scheduler="", client=None) -> dict:
+    """Train every missing (store, cut, classifier); returns the summary written to done.json.
+    On Dask (`classical.distributed`) with `client` (a dask.distributed Client of the caller),
+    `workers` (a LocalCluster of that many processes) or `scheduler` (an existing cluster's
+    address)."""
+    if client is not None:
+        return _run(cfg, run_dir, classifiers, cuts, progress, client)
+    with distributed.client_for(workers, scheduler) as client:
+        return _run(cfg, run_dir, classifiers, cuts, progress, client)
+
+
+def _run(cfg, run_dir, classifiers, cuts, progress, client) -> dict:
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
@@ -217,37 +246,51 @@ def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True) -> dict:
     store = _store()
     table = run_dir / "results.csv"
     todo = []
+    limit = cfg["classical"]["max_in_memory_mb"]
     for path, cut, attrs in plan:
         prov = store.provenance(path)
+        mb = distributed.cut_megabytes(path, cut)
         for n in names:
-            todo.append((path, cut, attrs, prov, n, run_id_for(n, prov, cut, cfg)))
+            try:   # a refused engine fails that run only, with its reason
+                engine = distributed.engine_for(n, mb, limit, client)
+            except ValueError as e:
+                engine = e
+            ident = (distributed.engine_identity(engine, client, 0 < limit < mb)
+                     if isinstance(engine, str) else {})
+            todo.append((path, cut, attrs, prov, n, run_id_for(n, prov, cut, cfg, ident), engine))
     summary = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "results": str(table), "runs": []}
     cache = {}
     bar = tqdm(todo, desc="classical", unit="run", disable=not progress, file=sys.stderr)
-    for path, cut, attrs, prov, n, run_id in bar:
+    for path, cut, attrs, prov, n, run_id, engine in bar:
         bar.set_postfix_str(f"{path.stem}/{cut} {n}")
         item = {"run_id": run_id, "store": path.name, "cut": cut, "classifier": n}
         if results.has_run(table, run_id):
             summary["runs"].append(item | {"status": "skipped"})
             continue
         try:
-            if (path, cut) not in cache:
-                cache.clear()                    # one cut's matrices in memory at a time
-                try:
-                    data = load_split(path, cut)
-                    protocol.validate_inputs(*data["train"][:2], *data["test"][:2])
-                    cache[(path, cut)] = (data, store.class_names(path))
-                except Exception as e:           # bad data fails every classifier of the cut
-                    cache[(path, cut)] = e
-            if isinstance(cache[(path, cut)], Exception):
-                raise cache[(path, cut)]
-            data, class_names = cache[(path, cut)]
-            row = run_one(n, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_id)
+            if isinstance(engine, Exception):
+                raise engine
+            if engine != "in-memory":            # streamed from the store: nothing loaded
+                data, class_names = None, store.class_names(path)
+            else:
+                if (path, cut) not in cache:
+                    cache.clear()                # one cut's matrices in memory at a time
+                    try:
+                        data = load_split(path, cut)
+                        protocol.validate_inputs(*data["train"][:2], *data["test"][:2])
+                        cache[(path, cut)] = (data, store.class_names(path))
+                    except Exception as e:       # bad data fails every classifier of the cut
+                        cache[(path, cut)] = e
+                if isinstance(cache[(path, cut)], Exception):
+                    raise cache[(path, cut)]
+                data, class_names = cache[(path, cut)]
+            row = run_one(n, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_id,
+                          engine, client)
             results.append(table, row)
             summary["runs"].append(item | {"status": "new", "accuracy": row["accuracy"],
                                            "fit_seconds": row["fit_seconds"]})
-            bar.write(f"{path.stem}/{cut} {n}: accuracy {row['accuracy']:.4f} "
+            bar.write(f"{path.stem}/{cut} {n} ({engine}): accuracy {row['accuracy']:.4f} "
                       f"[{row['acc_ci_low']:.4f}, {row['acc_ci_high']:.4f}] in "
                       f"{row['fit_seconds']:.1f} s, best {row['best_params']}")
         except Exception as e:   # one failing run must not stop the others
@@ -404,6 +447,12 @@ def main(argv=None) -> int:
     r.add_argument("--classifiers", default="", help="comma-separated registry names")
     r.add_argument("--cuts", default="", help="comma-separated cut names (pixels included)")
     r.add_argument("--no-progress", action="store_true")
+    dask = r.add_mutually_exclusive_group()
+    dask.add_argument("--workers", type=int, default=0,
+                      help="run on a Dask LocalCluster of N single-threaded worker processes")
+    dask.add_argument("--scheduler", default="",
+                      help="address of an existing Dask scheduler (dask-jobqueue, Kubernetes); "
+                           "its workers must see the run folder")
     q = sub.add_parser("predict", help="apply a saved model to a store's split, or to new images")
     q.add_argument("--model", required=True)
     src = q.add_mutually_exclusive_group(required=True)
@@ -428,7 +477,8 @@ def main(argv=None) -> int:
             cfg = cconfig.load(args.config)
             with run_lock(args.run_dir, "classical"):
                 summary = run(cfg, args.run_dir, split(args.classifiers) or None,
-                              split(args.cuts) or None, progress=not args.no_progress)
+                              split(args.cuts) or None, progress=not args.no_progress,
+                              workers=args.workers, scheduler=args.scheduler)
             new = sum(r["status"] == "new" for r in summary["runs"])
             skipped = sum(r["status"] == "skipped" for r in summary["runs"])
             log.info("%d new, %d already done, %d failed → %s", new, skipped,

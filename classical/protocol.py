@@ -7,6 +7,8 @@ test split is never seen there: `evaluate` scores it once, with `cutpoint.metric
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 import warnings
 
@@ -144,6 +146,29 @@ def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0
     return model, info
 
 
+_SEARCH_ON_DASK = contextvars.ContextVar("search_on_dask", default=False)
+
+
+@contextlib.contextmanager
+def search_on_dask():
+    """Inside this block, the grid searches of `fit_select` / `fit_select_cv` run their joblib
+    work as Dask tasks (joblib's dask backend; needs a dask.distributed Client in this process).
+    The fit and val arrays are scattered to the workers once per search (joblib#1154), not
+    shipped with every grid point. Only the search: the final refit stays in this process."""
+    token = _SEARCH_ON_DASK.set(True)
+    try:
+        yield
+    finally:
+        _SEARCH_ON_DASK.reset(token)
+
+
+def _search_backend(*arrays):
+    if not _SEARCH_ON_DASK.get():
+        return contextlib.nullcontext()
+    import joblib
+    return joblib.parallel_backend("dask", scatter=list(arrays))
+
+
 def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> list:
     """Validation accuracy of every grid point (None = not fitted): preprocessing fitted on
     the fit rows only, then the entry's sweep. Grid points a tiny fit set cannot support
@@ -155,7 +180,7 @@ def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> list:
     prefix = f"{pipelines.CLF}__"
     clf_grid = [{k[len(prefix):]: v for k, v in p.items()} for p in grid]
     feasible = [i for i, p in enumerate(clf_grid) if p.get("n_neighbors", 0) <= len(yf)]
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _search_backend(Xf, yf, Xv, yv):
         warnings.simplefilter("always", ConvergenceWarning)
         sub = [clf_grid[i] for i in feasible]
         if entry.sweep is not None:

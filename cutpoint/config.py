@@ -64,6 +64,9 @@ DEFAULTS: dict = {
         "cuts": [],               # [] = every cut point in the store (plus pixels)
         "n_jobs": 2,
         "rbf_max_train": 10000,   # RBF SVC is quadratic: fit on a stratified subset above this
+        "max_in_memory_mb": 4096, # a cut above this (float32, all splits) is streamed: logreg
+                                  # by SGD, xgboost from external memory; others refused
+                                  # (classical/distributed.py). 0 = never stream
         "bootstrap": 1000,
     },
     "finetune": {
@@ -100,6 +103,11 @@ DEFAULTS: dict = {
         "min_dist": 0.1,
         "random_state": 0,        # an int = reproducible but single-threaded; -1 = parallel
         "max_points": 0,          # 0 = plot every point
+        "fit_points": 50000,      # above this many points, UMAP is fitted on a stratified
+                                  # seeded sample of this size and the rest are placed with
+                                  # UMAP.transform in chunks (0 = fit on every point)
+        "pca_dims": 50,           # with a sampled fit, wider embeddings go through PCA to this
+        "transform_chunk": 20000, # rows per UMAP.transform call (memory stays per chunk)
         "splits": ["test"],
     },
     "report": {

@@ -512,6 +512,23 @@ def read(path, cut, split=None, rows=None, dtype=np.float32, *, allow_partial=Fa
     return X, y, np.asarray(ids, dtype=object)
 
 
+def iter_chunks(path, cut, split=None, rows=None, chunk_rows=None, dtype=np.float32):
+    """Yield ``(X, y, ids)`` blocks of at most `chunk_rows` rows (default: the store's
+    ``chunk_rows``) of one cut, in row order, for `split` and/or the contiguous `rows`
+    (relative to the split). Each block is one `read` (the file is open only during it), so a
+    caller holding one block at a time reads a matrix of any size in bounded memory, and the
+    generator can live in a Dask task: only the path travels."""
+    path = str(path)
+    with _open(path) as f:
+        lo, hi = _row_range(f, path, split, rows)
+        base = _split_bounds(f)[split][0] if split is not None else 0
+        step = int(chunk_rows or f.attrs.get("chunk_rows", 4096))
+    if step < 1:
+        raise StoreError(f"chunk_rows must be a positive integer; got {chunk_rows!r}.")
+    for a in range(lo, hi, step):
+        yield read(path, cut, split, rows=(a - base, min(hi, a + step) - base), dtype=dtype)
+
+
 def read_samples(path, split=None) -> dict:
     """{"ids", "labels", "splits"} (split name per row) for all rows or one split."""
     with _open(path) as f:
@@ -520,6 +537,13 @@ def read_samples(path, split=None) -> dict:
         return {"ids": np.asarray(f["samples/id"].asstr()[lo:hi], dtype=object),
                 "labels": f["samples/label"][lo:hi],
                 "splits": names[f["samples/split"][lo:hi].astype(np.int64)]}
+
+
+def labels(path, split=None) -> np.ndarray:
+    """The int64 labels of all rows or one split (no ids: cheap for millions of rows)."""
+    with _open(path) as f:
+        lo, hi = _row_range(f, str(path), split, None)
+        return f["samples/label"][lo:hi]
 
 
 def class_names(path) -> list:

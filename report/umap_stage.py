@@ -8,12 +8,21 @@ stratified subsample is used and the title says so (TensorBoard's projector samp
 don't). ``random_state`` ≥ 0 makes UMAP reproducible but single-threaded (umap#1001); -1 runs it
 in parallel, unseeded. The choice is recorded in the stored params.
 
+At scale (umap-learn runs out of memory around 1-5 M points: umap#500, #511, #1151): above
+``umap.fit_points`` points, UMAP is fitted on a seeded stratified sample of that many
+(`low_memory=True`; wider than ``umap.pca_dims``, through a PCA fitted on the same sample first)
+and every other point is placed with ``UMAP.transform``, ``umap.transform_chunk`` rows at a
+time, read from the store chunk by chunk: memory holds the sample, one chunk and the (n, 2)
+coordinates, never the split's matrix. The stored params, the stage's summary and the picture's
+title say so. Below it, one ``fit_transform`` of every point, as before.
+
 Idempotent: a (cut, split) whose stored params equal the current ones (which include a hash of
 the embedded data) is not recomputed, and its PNG is only redrawn when missing or when the
 mistakes to mark came from another model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -24,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from cutpoint import results
-from cutpoint.provenance import hash_arrays
 from embeddings import store
 
 STORES = ("embeddings", "pixels")
@@ -88,8 +96,9 @@ def stratified_subsample(y, max_points: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
-def umap_params(u: dict, n_points: int, n_total: int, data_hash: str) -> dict:
-    """Everything that determines the coordinates: equal params ⇒ the stored result is current."""
+def umap_params(u: dict, n_points: int, n_total: int, data_hash: str, fit=None) -> dict:
+    """Everything that determines the coordinates: equal params ⇒ the stored result is current.
+    `fit` ({"points", "pca", "transform_chunk"}) when UMAP is fitted on a sample."""
     seeded = u["random_state"] >= 0
     try:
         version = metadata.version("umap-learn")
@@ -103,23 +112,84 @@ def umap_params(u: dict, n_points: int, n_total: int, data_hash: str) -> dict:
                           else "parallel, unseeded: coordinates differ between runs"),
             "max_points": int(u["max_points"]), "n_points": int(n_points),
             "n_total": int(n_total), "subsample_seed": int(max(u["random_state"], 0)),
-            "data_hash": data_hash, "umap_learn": version}
+            "data_hash": data_hash, "umap_learn": version, "low_memory": True,
+            **({"fit_sample": fit} if fit else {})}
 
 
-def embed(X, params: dict) -> np.ndarray:
-    """2-D UMAP of X with the recorded params (n_neighbors is capped for tiny inputs)."""
+def _reducer(params: dict, n: int):
     UMAP = _import_umap()
-    n = len(X)
     if n < 3:
         raise ValueError(f"UMAP needs at least 3 points; got {n}.")
-    reducer = UMAP(n_components=2, n_neighbors=min(params["n_neighbors"], n - 1),
-                   min_dist=params["min_dist"], metric=params["metric"],
-                   random_state=params["random_state"], n_jobs=params["n_jobs"])
+    return UMAP(n_components=2, n_neighbors=min(params["n_neighbors"], n - 1),
+                min_dist=params["min_dist"], metric=params["metric"],
+                random_state=params["random_state"], n_jobs=params["n_jobs"], low_memory=True)
+
+
+@contextlib.contextmanager
+def _quiet():
     with warnings.catch_warnings():
         # Spectral init on tiny or disconnected graphs falls back to random init with a warning.
         warnings.filterwarnings("ignore", message=".*[Ss]pectral.*")
         warnings.filterwarnings("ignore", message=".*n_jobs.*")
+        yield
+
+
+def embed(X, params: dict) -> np.ndarray:
+    """2-D UMAP of X with the recorded params (n_neighbors is capped for tiny inputs)."""
+    reducer = _reducer(params, len(X))
+    with _quiet():
         return np.asarray(reducer.fit_transform(np.asarray(X, dtype=np.float32)), dtype=np.float32)
+
+
+def embed_sampled(path, cut, split, rows, fit_rows, params: dict, seed: int) -> np.ndarray:
+    """(n_split, 2) coordinates, NaN outside `rows`: UMAP (after PCA to params' fit_sample
+    "pca" dims when set) fitted on the split positions `fit_rows`, every other position of
+    `rows` placed with `transform`, reading the store one chunk of rows at a time."""
+    fit = params["fit_sample"]
+    lo, hi = store.splits(path)[split]
+    n = hi - lo
+    coords = np.full((n, 2), np.nan, dtype=np.float32)
+    want_fit, want = np.zeros(n, bool), np.zeros(n, bool)
+    want_fit[fit_rows], want[rows] = True, True
+    want &= ~want_fit
+    chunk = int(fit["transform_chunk"])
+    parts = []
+    for start, (X, _, _) in zip(range(0, n, chunk),
+                                store.iter_chunks(path, cut, split, chunk_rows=chunk)):
+        parts.append(X[want_fit[start:start + len(X)]])
+    Xfit = np.concatenate(parts)
+    pca = None
+    if fit["pca"]:
+        from sklearn.decomposition import PCA
+        pca = PCA(n_components=int(fit["pca"]), random_state=seed).fit(Xfit)
+        Xfit = pca.transform(Xfit)
+    reducer = _reducer(params, len(Xfit))
+    with _quiet():
+        reducer.fit(np.asarray(Xfit, dtype=np.float32))
+        coords[want_fit] = reducer.embedding_
+        del Xfit, parts
+        for start, (X, _, _) in zip(range(0, n, chunk),
+                                    store.iter_chunks(path, cut, split, chunk_rows=chunk)):
+            sel = want[start:start + len(X)]
+            if sel.any():
+                Xc = X[sel] if pca is None else pca.transform(X[sel])
+                coords[start + np.flatnonzero(sel)] = reducer.transform(
+                    np.asarray(Xc, dtype=np.float32))
+    return coords
+
+
+def _stream_hash(path, cut, split, y, ids, n: int = 16) -> str:
+    """`hash_arrays(X, y, ids)` of the split, X read chunk by chunk (same digest)."""
+    import hashlib
+    h = hashlib.sha256()
+    width = int(store.cuts(path)[cut]["width"])
+    h.update(f"{np.dtype(np.float32).str}{(len(y), width)}".encode())
+    for X, _, _ in store.iter_chunks(path, cut, split):
+        h.update(np.ascontiguousarray(X, dtype=np.float32).tobytes())
+    for a in (np.asarray(y), np.asarray(ids).astype("U")):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:n]
 
 
 def best_classical(rows, cut):
@@ -198,20 +268,35 @@ def run_umap(run_dir, cfg, log=print) -> dict:
 
 
 def _one(run_dir, path, store_name, cut, split, names, rows, u, out_dir, prev, log) -> dict:
-    X, y, ids = store.read(path, cut, split)
-    n_total = len(X)
+    samples = store.read_samples(path, split)     # labels and ids only: no matrix yet
+    y, ids = samples["labels"], samples["ids"]
+    n_total = len(y)
     if n_total < 3:  # e.g. an empty val split: nothing to embed, say so instead of failing
         log(f"UMAP {store_name}/{cut}/{split}: skipped, only {n_total} rows.")
         return {"store": store_name, "cut": cut, "split": split, "png": None, "n_points": 0,
                 "n_total": n_total, "computed": False, "skipped": f"only {n_total} rows"}
-    keep = stratified_subsample(y, u["max_points"], max(u["random_state"], 0))
-    data_hash = hash_arrays(X, y, np.asarray(ids).astype("U"))
-    params = umap_params(u, len(keep), n_total, data_hash)
+    seed = max(u["random_state"], 0)
+    keep = stratified_subsample(y, u["max_points"], seed)
+    fit_rows, fit = keep, None
+    if 0 < u["fit_points"] < len(keep):
+        fit_rows = keep[stratified_subsample(y[keep], u["fit_points"], seed)]
+        width = int(store.cuts(path)[cut]["width"])
+        fit = {"points": int(len(fit_rows)), "of": int(len(keep)),
+               "pca": int(u["pca_dims"]) if 0 < u["pca_dims"] < width else None,
+               "width": width, "transform_chunk": int(u["transform_chunk"])}
+    data_hash = _stream_hash(path, cut, split, y, ids)
+    params = umap_params(u, len(keep), n_total, data_hash, fit)
     computed = _stored_params(path, cut, split) != params
     if computed:
-        log(f"UMAP {store_name}/{cut}/{split}: {len(keep)} of {n_total} points …")
-        coords = np.full((n_total, 2), np.nan, dtype=np.float32)  # rows not embedded stay NaN
-        coords[keep] = embed(X[keep], params)
+        log(f"UMAP {store_name}/{cut}/{split}: {len(keep)} of {n_total} points"
+            + (f", fitted on {len(fit_rows)}" if fit else "") + " …")
+        if fit:
+            coords = embed_sampled(path, cut, split, keep, fit_rows, params, seed)
+        else:
+            X = store.read(path, cut, split)[0]
+            coords = np.full((n_total, 2), np.nan, dtype=np.float32)  # not embedded: NaN
+            coords[keep] = embed(X[keep], params)
+            del X
         store.write_umap(path, cut, split, coords, params)
     coords, _ = store.read_umap(path, cut, split)
     best = best_classical(rows, cut) if split == "test" else None
@@ -227,9 +312,15 @@ def _one(run_dir, path, store_name, cut, split, names, rows, u, out_dir, prev, l
                   f"SUBSAMPLE: {int(shown.sum()):,} of {n_total:,} points (stratified, seeded)")
         seed = (f"random_state={params['random_state']}" if params["random_state"] is not None
                 else "unseeded, parallel")
+        how = ""
+        if params.get("fit_sample"):
+            f = params["fit_sample"]
+            pca = f" after PCA {f['width']}→{f['pca']}" if f["pca"] else ""
+            how = (f"\nFITTED ON A SAMPLE: {f['points']:,} of {f['of']:,} points (stratified, "
+                   f"seeded){pca}; the rest placed with UMAP.transform")
         title = (f"UMAP of {store_name} · cut {cut} · {split} split — {sample}\n"
                  f"n_neighbors={params['n_neighbors']}, min_dist={params['min_dist']}, {seed}"
-                 f"\n{note}")
+                 f"{how}\n{note}")
         from report import plots
         labels = list(range(len(names))) if names else sorted(int(v) for v in np.unique(y))
         plots.umap_scatter(coords[shown], y[shown], labels,
@@ -238,6 +329,7 @@ def _one(run_dir, path, store_name, cut, split, names, rows, u, out_dir, prev, l
         marked = None if mask is None else int(mask[shown].sum())
     return {"store": store_name, "cut": cut, "split": split, "png": png.name,
             "n_points": int(params["n_points"]), "n_total": n_total, "computed": computed,
+            "fit_sample": params.get("fit_sample"),
             "mistakes_from": source, "mistakes_marked": marked, "title": title,
             "params": params}
 

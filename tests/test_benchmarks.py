@@ -76,7 +76,7 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert out.returncode == 0 and not errors, (errors, out.stderr[-3000:])
     assert res["mode"] == "quick"
     assert list(res["sections"]) == ["peak", "extraction", "sweep", "memory", "hdf5",
-                                     "classical", "e2e"]
+                                     "classical", "scale", "e2e"]
     assert res["machine"]["logical_cpus"] >= 1 and res["machine"]["versions"]["tensorflow"]
     sec = res["sections"]
 
@@ -111,6 +111,14 @@ def test_quick_run_writes_well_formed_results(tmp_path):
 
     cls = sec["classical"]["rows"]
     assert cls and all(r["fit_select_seconds"] > 0 and 0 <= r["accuracy"] <= 1 for r in cls)
+
+    scale = sec["scale"]["rows"]
+    assert {(r["classifier"], r["engine"]) for r in scale} == {("logreg", "sgd-stream"),
+                                                              ("xgboost", "xgb-collective")}
+    assert sorted({r["rows"] for r in scale}) == res["sizes"]["scale"]["rows"]
+    assert all(r["max_worker_peak_mb"] > 0 and r["seconds"] > 0 for r in scale)
+    assert {r["workers"] for r in scale} == {1, 2}
+    assert sum(t["section"] == "scale" for t in res["targets"]) == 4
 
     # Without --e2e the section reports what runs/default recorded, or says how to measure it.
     table = ROOT / "runs" / "default" / "results.csv"

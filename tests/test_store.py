@@ -401,3 +401,20 @@ def test_cli_info_and_errors(full, tmp_path):
     assert proc.returncode == 0, proc.stderr
     X, _, _ = store.read(tmp_path / "j.h5", "block2")
     np.testing.assert_array_equal(X, store.read(path, "block2")[0])
+
+
+def test_iter_chunks_reads_blocks_of_at_most_chunk_rows_that_join_to_read(tmp_path):
+    path = tmp_path / "s.h5"
+    _create(path, chunk_rows=2)
+    data = _data()
+    _write_all(path, data, 10)
+    for split, rows in (("train", None), ("test", None), (None, (3, 9)), ("train", (1, 5))):
+        blocks = list(store.iter_chunks(path, "block2", split, rows=rows))
+        assert blocks and all(len(b[0]) <= 2 for b in blocks)       # the store's chunk_rows
+        X, y, ids = store.read(path, "block2", split, rows=rows)
+        assert np.array_equal(np.concatenate([b[0] for b in blocks]), X)
+        assert np.array_equal(np.concatenate([b[1] for b in blocks]), y)
+        assert list(np.concatenate([b[2] for b in blocks])) == list(ids)
+    assert [len(b[0]) for b in store.iter_chunks(path, "block1", chunk_rows=4)] == [4, 4, 2]
+    assert np.array_equal(store.labels(path, "val"), LABELS[5:7])
+    assert np.array_equal(store.labels(path), LABELS)
