@@ -32,7 +32,8 @@ log = logging.getLogger("cutpoint.finetune")
 FINETUNE_VERSION = 3
 
 
-def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
+def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle,
+              resize_method="bilinear"):
     """uint8 images → float [0, 255] at the backbone's size and channels → augment → preprocess."""
     import tensorflow as tf
     from extract.backbones import preprocess_fn
@@ -47,7 +48,7 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle):
         if c == 3 and xb.shape[-1] == 1:
             xb = tf.repeat(xb, 3, axis=-1)
         if tuple(xb.shape[1:3]) != (h, w):
-            xb = tf.clip_by_value(tf.image.resize(xb, (h, w)), 0.0, 255.0)
+            xb = tf.clip_by_value(tf.image.resize(xb, (h, w), method=resize_method), 0.0, 255.0)
         for layer in steps:
             xb = layer(xb, training=True)
         return pre(xb), yb
@@ -115,9 +116,12 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
                         for s in ("train", "val", "test"))
     y = np.asarray(target.labels)
     size = None if target.image_shape is not None else input_shape[:2]  # mixed-size folders
-    x_tr, x_va, x_te = (target.images(i, size=size) for i in (tr, va, test_idx))
+    x_tr, x_va, x_te = (target.images(i, size=size, method=bcfg["resize_method"])
+                        for i in (tr, va, test_idx))
     n_classes = len(target.class_names)
-    mk = dict(spec=spec, input_shape=input_shape, batch_size=fcfg["batch_size"])
+    mk = dict(spec=spec, input_shape=input_shape, batch_size=fcfg["batch_size"],
+              resize_method=bcfg["resize_method"])
+    precision = cfg["extract"].get("precision", "float32")   # the same compute as extraction
 
     def make_ds(split, ds_seed=None):
         """A fresh pipeline per call: never one shared (and advanced) across runs."""
@@ -129,8 +133,9 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         return _pipeline(x, yy, augment=[], shuffle=False, seed=0, **mk)
 
     def load_base(trained=True):
-        return backbones.load_backbone(bcfg["name"], input_shape=input_shape,
+        base = backbones.load_backbone(bcfg["name"], input_shape=input_shape,
                                        weights=weights if trained else "none")[0]
+        return backbones.with_precision(base, precision)
 
     probe_cache: dict = {}
 
@@ -143,8 +148,9 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
             model = build_model(base, n_classes, 0)
             set_depth(base, spec, 0)
             fm = feature_model(model)
-            f_tr = fm.predict(make_ds("train_plain"), verbose=0)
-            f_va = fm.predict(make_ds("val"), verbose=0)
+            # float32 for the probe whatever the backbone computes in (a no-op in float32)
+            f_tr = fm.predict(make_ds("train_plain"), verbose=0).astype(np.float32, copy=False)
+            f_va = fm.predict(make_ds("val"), verbose=0).astype(np.float32, copy=False)
             probe = fit_probe(f_tr, y[tr], f_va, y[va], n_classes, seed=seed)
             probe.seconds = time.perf_counter() - t0    # embedding + C search + refit
             log.info("probe: C %g, val accuracy %.4f, %.0f s (%d features).", probe.C,
@@ -160,7 +166,8 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
                  "backbone": bcfg["name"],
                  "weights": bprov.get("weights_sha256", bprov.get("weights")),
                  "input_shape": list(input_shape), "split_def": prepared["split_def"],
-                 "finetune": fcfg, "seed": seed}
+                 "finetune": fcfg, "seed": seed,
+                 **({"precision": precision} if precision != "float32" else {})}
         run_id = f"ft-{hash_obj(ident, 12)}"
         if results.has_run(table, run_id):
             log.info("%s depth %s: already in %s, skipped.", stage, depth, table)
@@ -171,7 +178,8 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         t1 = time.perf_counter()
         # A fresh backbone per build: earlier runs must not leak trained weights into this one.
         model, info = train_at_depth(lambda: load_base(trained=depth != "scratch"), spec, depth,
-                                     n_classes, make_ds, fcfg, seed, probe=probe)
+                                     n_classes, make_ds, fcfg, seed, probe=probe,
+                                     precision=precision)
         fit_s = probe_s + (time.perf_counter() - t1)
         proba, pred_s = timed_predict(model, make_ds("test"))
         proba = proba.astype(np.float64)
@@ -198,6 +206,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
                         if probe is not None else ""))
         out = run_dir / "finetune" / run_id
         meta = {"run_id": run_id, "ident": ident, "backbone_provenance": bprov, "metrics": m,
+                "precision": precision,
                 "trainable_params": info["trainable_params"], "epochs": info["epochs"],
                 "fit_seconds": fit_s, "best_params": params, "val_accuracy": info["val_accuracy"]}
         history = info["history"]
