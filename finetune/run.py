@@ -75,6 +75,18 @@ def _selection(depth, fcfg) -> str:
             f"on train only, val used for the learning-rate choice and early stopping{probe}")
 
 
+def run_identity(cfg: dict, depth, bprov: dict, input_shape, split_def) -> dict:
+    """Everything that decides a fine-tuning run's numbers (its run id is a hash of it)."""
+    precision = cfg["extract"].get("precision", "float32")
+    return {"version": FINETUNE_VERSION, "stage": "scratch" if depth == "scratch" else "finetune",
+            "depth": depth, "backbone": cfg["backbone"]["name"],
+            "weights": bprov.get("weights_sha256", bprov.get("weights")),
+            "input_shape": list(input_shape), "split_def": split_def,
+            "finetune": cfg["finetune"], "seed": cfg["experiment"]["seed"],
+            # float32: the identity of the runs made before the setting existed
+            **({"precision": precision} if precision != "float32" else {})}
+
+
 def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     """Run every requested depth not already in the results table. Returns the new rows."""
     import tensorflow as tf
@@ -162,12 +174,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     new_rows = []
     for depth in todo:
         stage = "scratch" if depth == "scratch" else "finetune"
-        ident = {"version": FINETUNE_VERSION, "stage": stage, "depth": depth,
-                 "backbone": bcfg["name"],
-                 "weights": bprov.get("weights_sha256", bprov.get("weights")),
-                 "input_shape": list(input_shape), "split_def": prepared["split_def"],
-                 "finetune": fcfg, "seed": seed,
-                 **({"precision": precision} if precision != "float32" else {})}
+        ident = run_identity(cfg, depth, bprov, input_shape, prepared["split_def"])
         run_id = f"ft-{hash_obj(ident, 12)}"
         if results.has_run(table, run_id):
             log.info("%s depth %s: already in %s, skipped.", stage, depth, table)
