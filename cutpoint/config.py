@@ -56,8 +56,9 @@ DEFAULTS: dict = {
         "batch_size": 256,
         "dtype": "float32",       # float32 | float16: the STORED matrices (not the compute)
         "precision": "float32",   # float32 | bfloat16 | mixed_float16: the compute of extraction
-                                  # AND fine-tuning (Keras dtype policy; float32 weights, the
-                                  # softmax head stays float32). Reduced precision is for GPUs
+                                  # AND fine-tuning, not of the backbone's self-training (Keras
+                                  # dtype policy; float32 weights, the softmax head stays
+                                  # float32). Reduced precision is for GPUs
                                   # (mixed_float16) or bfloat16 hardware; it changes the numbers,
                                   # so it is part of the extraction key and the run identities.
         "compression": "none",    # none | lzf | gzip
