@@ -32,6 +32,7 @@ FULL = {
         ],
         "repeats": 3,
     },
+    "depthwise": {"px": 96, "batch": 256, "min_images": 1024, "min_seconds": 3.0, "repeats": 3},
     "sweep": {
         "configs": [
             {"backbone": "small_vgg", "px": 28, "channels": 1, "n": 4096},
@@ -65,6 +66,8 @@ QUICK = {
                      "batch": 16}],
         "repeats": 1,
     },
+    "depthwise": {"px": 32, "batch": 8, "min_images": 8, "min_seconds": 0.05, "repeats": 1,
+                  "variants": [0, 1]},   # two fresh processes: TF's import is the cost here
     "sweep": {
         "configs": [{"backbone": "small_vgg", "px": 16, "channels": 1, "n": 96}],
         "repeats": 1,

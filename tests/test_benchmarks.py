@@ -76,8 +76,8 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     errors = {n: s.get("error") for n, s in res["sections"].items() if s["status"] == "error"}
     assert out.returncode == 0 and not errors, (errors, out.stderr[-3000:])
     assert res["mode"] == "quick"
-    assert list(res["sections"]) == ["peak", "extraction", "resize", "sweep", "memory", "hdf5",
-                                     "classical", "e2e"]
+    assert list(res["sections"]) == ["peak", "extraction", "resize", "depthwise", "sweep",
+                                     "memory", "hdf5", "classical", "e2e"]
     assert res["machine"]["logical_cpus"] >= 1 and res["machine"]["versions"]["tensorflow"]
     sec = res["sections"]
 
@@ -101,6 +101,11 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     row = [t for t in res["targets"] if t["section"] == "resize"]
     assert len(row) == 1 and row[0]["what"].startswith("extraction with resize vs pre-resized")
     assert row[0]["value"] == pytest.approx(rz[0]["ratio_to_pre_resized"])
+
+    dw = sec["depthwise"]["rows"]
+    assert [r["variant"] for r in dw][0].startswith("TF default") and len(dw) == 2
+    assert dw[0]["embedding_rel_error_vs_default"] == 0 and dw[1]["intra_op"] >= 0
+    assert all(r["images_per_second"] > 0 for r in dw)
 
     sweep = sec["sweep"]["rows"]
     assert [r["k"] for r in sweep][0] == 1 and sweep[-1]["k"] > 1
