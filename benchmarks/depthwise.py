@@ -2,10 +2,12 @@
 
 Each variant runs the extractor's compiled forward pass (`make_forward`, every registry cut
 point, avg pooling, random weights, random uint8 batches in memory) in a FRESH Python process,
-because oneDNN's environment variables are read when TensorFlow loads: TF's default (oneDNN on);
-oneDNN off (TF_ONEDNN_OPTS=0); explicit thread pools (intra-op = the usable CPUs, inter-op 1);
-oneDNN's implicit bfloat16 for float32 ops (ONEDNN_DEFAULT_FPMATH_MODE=BF16, for AVX-512-BF16 /
-AMX CPUs); and `extract.precision = bfloat16` (Keras mixed_bfloat16). Throughput is the best of a
+because oneDNN's environment variables are read when TensorFlow loads: TF's default (TF turns
+its oneDNN custom ops on only on some CPUs; the row says which it chose, from TF's own startup
+message); oneDNN forced on / off (TF_ENABLE_ONEDNN_OPTS=1 / 0); oneDNN with explicit thread pools
+(intra-op = the usable CPUs, inter-op 1); oneDNN's implicit bfloat16 for float32 ops
+(ONEDNN_DEFAULT_FPMATH_MODE=BF16: fast only on AVX-512-BF16 / AMX CPUs); and
+`extract.precision = bfloat16` (Keras mixed_bfloat16). Throughput is the best of a
 few timed windows after a warm-up; the share is of the float32 matmul peak measured in this run
 (for the bfloat16 variants an effective share). Each variant's embeddings of one fixed batch are
 compared with the default's (relative Frobenius error over all cuts): a faster path only counts
@@ -24,19 +26,20 @@ from benchmarks.common import ROOT, doc_method, target
 
 GOAL = 0.5
 # (label, environment, options of the child)
+ON = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 VARIANTS = [
-    ("TF default (oneDNN on)", {}, {}),
-    ("oneDNN off: TF_ONEDNN_OPTS=0", {"TF_ONEDNN_OPTS": "0"}, {}),
-    ("threads: intra-op = usable CPUs, inter-op 1", {}, {"threads": True}),
-    ("oneDNN implicit bf16: ONEDNN_DEFAULT_FPMATH_MODE=BF16",
-     {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}, {}),
+    ("TF default", {}, {}),
+    ("oneDNN on: TF_ENABLE_ONEDNN_OPTS=1", ON, {}),
+    ("oneDNN off: TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    ("oneDNN on, threads: intra-op = usable CPUs, inter-op 1", ON, {"threads": True}),
+    ("oneDNN on, implicit bf16: ONEDNN_DEFAULT_FPMATH_MODE=BF16",
+     {**ON, "ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}, {}),
     ("extract.precision = bfloat16 (Keras mixed_bfloat16)", {}, {"precision": "bfloat16"}),
 ]
 
 
 def child(args: dict) -> dict:
     """One variant, in this (fresh) process: build, warm up, time; save one batch's outputs."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
     if args.get("threads"):
@@ -65,7 +68,6 @@ def child(args: dict) -> dict:
     np.savez(args["out"], *outs)
     r = time_forward(forward, x, args["min_images"], args["min_seconds"], args["repeats"])
     return {"images_per_second": r["images_per_second"], "mflops_per_image": mflops,
-            "onednn": os.environ.get("TF_ONEDNN_OPTS", "default"),
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
 
@@ -85,7 +87,9 @@ def run(sizes: dict, ctx: dict) -> dict:
             t0 = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "benchmarks.depthwise", json.dumps(args)], cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT), **env}, capture_output=True,
+                # log level 0: TF says on stderr whether its oneDNN custom ops are on
+                env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "0", **env},
+                capture_output=True,
                 text=True, timeout=sizes.get("timeout_s", 900))
             if proc.returncode != 0:
                 notes.append(f"{label}: failed ({proc.stderr.strip().splitlines()[-1:]})")
@@ -98,7 +102,9 @@ def run(sizes: dict, ctx: dict) -> dict:
                                     for a, b in zip(outs, ref)) /
                                 sum(np.sum(b.astype(np.float64) ** 2) for b in ref)))
             gflops = got["images_per_second"] * got["mflops_per_image"] / 1e3
-            rows.append({"variant": label, "images_per_second": got["images_per_second"],
+            rows.append({"variant": label,
+                         "onednn": "on" if "oneDNN custom operations are on" in proc.stderr
+                         else "off", "images_per_second": got["images_per_second"],
                          "gflops": gflops, "fraction_of_peak": gflops / peak if peak else None,
                          "embedding_rel_error_vs_default": err,
                          "intra_op": got["intra_op"], "inter_op": got["inter_op"],

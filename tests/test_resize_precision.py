@@ -34,7 +34,7 @@ def _rel(a, b) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
 
 
-def _old_path_embeddings(path, cfg):
+def _old_path_embeddings(cfg):
     """What the store would hold had the images been resized one by one with Pillow before the
     forward pass (the old way): same model, same weights, inputs already at the model's size."""
     from extract.backbones import preprocess_fn
@@ -63,8 +63,8 @@ def test_array_data_is_fed_at_native_size_and_resized_in_the_graph(tmp_path):
     first = next(iter(image_pipeline(target, np.arange(len(target)), 16, size=(32, 32))))
     assert tuple(first.shape[1:]) == (16, 16, 1)
 
-    old, native, pil = _old_path_embeddings(path, cfg)
     import tensorflow as tf
+    old, native, pil = _old_path_embeddings(cfg)
     tf_px = tf.image.resize(tf.cast(native, tf.float32), (32, 32)).numpy()
     assert np.abs(tf_px - pil).max() <= 1.0 + 1e-4         # the premise of RESIZE_RTOL
     for cut, want in old.items():
