@@ -32,7 +32,8 @@ FULL = {
         ],
         "repeats": 3,
     },
-    "depthwise": {"px": 96, "batch": 256, "min_images": 1024, "min_seconds": 3.0, "repeats": 3},
+    "depthwise": {"px": 96, "batch": 256, "min_images": 1024, "min_seconds": 3.0, "repeats": 2,
+                  "rounds": 2},
     "sweep": {
         "configs": [
             {"backbone": "small_vgg", "px": 28, "channels": 1, "n": 4096},
