@@ -18,6 +18,7 @@ SETS := $(if $(DATASET),--set dataset.name=$(DATASET)) \
         $(if $(CUTS),$(if $(filter extract all,$(MAKECMDGOALS)),--set 'extract.cuts=$(CUTS)') \
                      --set 'classical.cuts=$(CUTS)') \
         $(if $(POOLING),--set extract.pooling=$(POOLING)) \
+        $(if $(PRECISION),--set extract.precision=$(PRECISION)) \
         $(if $(CLASSIFIERS),--set 'classical.classifiers=$(CLASSIFIERS)') \
         $(if $(DEPTHS),--set 'finetune.depths=$(DEPTHS)') \
         $(if $(LIMIT),--set dataset.limit=$(LIMIT)) \
@@ -34,7 +35,7 @@ RESOLVED := $(RUN)/config.toml
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
-	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS= SCHEDULER=tcp://host:8786 BUDGETS=1,5,20 SEEDS=0,1,2"
+	@echo "  Variables: CONFIG=configs/x.toml DATASET= BACKBONE= WEIGHTS= CUTS= POOLING= PRECISION= CLASSIFIERS= DEPTHS= LIMIT= SEED= WORKERS= SCHEDULER=tcp://host:8786 BUDGETS=1,5,20 SEEDS=0,1,2"
 
 venv: $(VENV_STAMP) ## Build .venv from requirements.txt (redone only when it changes)
 $(VENV_STAMP): requirements.txt

@@ -18,10 +18,11 @@ from datetime import datetime, timezone
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-SECTIONS = ("peak", "extraction", "sweep", "memory", "hdf5", "classical", "scale", "e2e")
-_MODULES = {"peak": "peak", "extraction": "extraction", "sweep": "sweep", "memory": "memory",
-            "hdf5": "storage", "classical": "classifiers", "scale": "scale",
-            "e2e": "e2e"}
+SECTIONS = ("peak", "extraction", "resize", "depthwise", "sweep", "memory", "hdf5", "classical",
+            "scale", "e2e")
+_MODULES = {"peak": "peak", "extraction": "extraction", "resize": "resize",
+            "depthwise": "depthwise", "sweep": "sweep", "memory": "memory",
+            "hdf5": "storage", "classical": "classifiers", "scale": "scale", "e2e": "e2e"}
 
 
 def parse_only(text):
@@ -35,7 +36,7 @@ def parse_only(text):
             raise ValueError(f"Unknown benchmark section {n!r} in --only. Available: "
                              f"{', '.join(SECTIONS)}.{hint}")
     # Extraction is judged against the matmul peak measured in the same run.
-    if "extraction" in names and "peak" not in names:
+    if {"extraction", "resize", "depthwise"} & set(names) and "peak" not in names:
         names.insert(0, "peak")
     return [s for s in SECTIONS if s in names]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 
 TITLES = {"peak": "Matmul peak (TensorFlow float32)", "extraction": "Extraction throughput",
+          "resize": "Extraction with resize vs pre-resized",
+          "depthwise": "Depthwise backbone (MobileNetV2) under TF/oneDNN settings",
           "sweep": "One-pass k-cut sweep vs the naive per-cut loop",
           "memory": "Peak memory, N vs 6N images", "hdf5": "HDF5 store: write/read speed and size",
           "classical": "Classical pipelines: search + refit and predict time",

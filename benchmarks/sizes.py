@@ -22,6 +22,18 @@ FULL = {
         ],
         "min_images": 1024, "min_seconds": 2.0, "repeats": 3, "warmup_calls": 2,
     },
+    # Each path of each pair timed over the whole set, 3 times, alternating (resnet50: ~20 img/s).
+    "resize": {
+        "configs": [
+            {"backbone": "small_vgg", "native": 28, "px": 56, "channels": 1, "n": 4096,
+             "batch": 256},
+            {"backbone": "resnet50", "native": 32, "px": 224, "channels": 3, "n": 192,
+             "batch": 64},
+        ],
+        "repeats": 3,
+    },
+    "depthwise": {"px": 96, "batch": 256, "min_images": 1024, "min_seconds": 3.0, "repeats": 2,
+                  "rounds": 2},
     "sweep": {
         "configs": [
             {"backbone": "small_vgg", "px": 28, "channels": 1, "n": 4096},
@@ -52,6 +64,13 @@ QUICK = {
         ],
         "min_images": 16, "min_seconds": 0.05, "repeats": 1, "warmup_calls": 1,
     },
+    "resize": {
+        "configs": [{"backbone": "small_vgg", "native": 8, "px": 16, "channels": 1, "n": 32,
+                     "batch": 16}],
+        "repeats": 1,
+    },
+    "depthwise": {"px": 32, "batch": 8, "min_images": 8, "min_seconds": 0.05, "repeats": 1,
+                  "variants": [0, 1]},   # two fresh processes: TF's import is the cost here
     "sweep": {
         "configs": [{"backbone": "small_vgg", "px": 16, "channels": 1, "n": 96}],
         "repeats": 1,

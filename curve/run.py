@@ -235,8 +235,8 @@ def _run_finetune_cells(cfg, run_dir, budgets, seeds, progress) -> list:
     for (s, b) in subsets:
         for depth in depths:
             stage = "scratch" if depth == "scratch" else "finetune"
-            ident = ctx.ident(stage=stage, depth=depth, seed=s, b=b, rule=rule,
-                              v=FINETUNE_CELLS_VERSION, protocol=results.PROTOCOL_VERSION)
+            ident = ctx.ident(depth, s, b=b, rule=rule, v=FINETUNE_CELLS_VERSION,
+                              protocol=results.PROTOCOL_VERSION)
             rid = "cf-" + hash_obj(ident, 12)
             if rid not in done:
                 plan.append((s, b, depth, stage, rid))

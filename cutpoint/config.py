@@ -39,7 +39,9 @@ DEFAULTS: dict = {
         "name": "small_vgg",      # a registry name: `python -m extract --list`
         "weights": "self",        # self | imagenet | none | path to .weights.h5 | path to .keras/.h5
         "input_size": 0,          # 0 = the backbone's native size (own CNNs: the data's size)
-        "resize_method": "bilinear",
+        "resize_method": "bilinear",  # bilinear | nearest | bicubic | area | lanczos3: to the
+                                      # input size, by tf.image.resize on whole batches in the
+                                      # graph (mixed-size folders: Pillow's same filter at decode)
     },
     "train": {                    # the self-trained backbone (weights = "self")
         "epochs": 8,
@@ -52,7 +54,13 @@ DEFAULTS: dict = {
         "cuts": [],               # aliases or exact layer names; [] = every registry cut point
         "pooling": "avg",         # avg | max | avgmax | flatten
         "batch_size": 256,
-        "dtype": "float32",       # float32 | float16
+        "dtype": "float32",       # float32 | float16: the STORED matrices (not the compute)
+        "precision": "float32",   # float32 | bfloat16 | mixed_float16: the compute of extraction
+                                  # AND fine-tuning, not of the backbone's self-training (Keras
+                                  # dtype policy; float32 weights, the softmax head stays
+                                  # float32). Reduced precision is for GPUs
+                                  # (mixed_float16) or bfloat16 hardware; it changes the numbers,
+                                  # so it is part of the extraction key and the run identities.
         "compression": "none",    # none | lzf | gzip
         "chunk_rows": 4096,
         "pixels": True,           # also write the raw-pixel pseudo-backbone store
@@ -125,7 +133,9 @@ def _close(name, options) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
-CHOICES = {("dataset", "channels"): ("auto", 1, 3)}   # settings with a fixed set of values
+CHOICES = {("dataset", "channels"): ("auto", 1, 3),   # settings with a fixed set of values
+           ("extract", "precision"): ("float32", "bfloat16", "mixed_float16"),
+           ("backbone", "resize_method"): ("bilinear", "nearest", "bicubic", "area", "lanczos3")}
 
 
 def _check_type(section: str, key: str, value, default):

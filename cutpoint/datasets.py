@@ -111,7 +111,7 @@ class _ArrayStore:
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
         self.shape = tuple(self.parts[0].shape[1:])
 
-    def get(self, rows: np.ndarray, size=None) -> np.ndarray:
+    def get(self, rows: np.ndarray, size=None, method="bilinear") -> np.ndarray:
         if len(self.parts) == 1:
             out = self.parts[0][rows]
         else:
@@ -121,7 +121,7 @@ class _ArrayStore:
                 m = part == p
                 out[m] = self.parts[p][rows[m] - self.offsets[p]]
         if size is not None and tuple(size) != self.shape[:2]:
-            out = np.stack([_resize(im, size) for im in out]) if len(out) else \
+            out = np.stack([_resize(im, size, method) for im in out]) if len(out) else \
                 np.empty((0, *size, self.shape[2]), np.uint8)
         return out
 
@@ -132,7 +132,7 @@ class _FolderStore:
     def __init__(self, paths, sizes, modes, channels):
         self.paths, self.sizes, self.modes, self.channels = paths, sizes, modes, channels
 
-    def get(self, rows: np.ndarray, size=None) -> np.ndarray:
+    def get(self, rows: np.ndarray, size=None, method="bilinear") -> np.ndarray:
         hw = {tuple(s) for s in self.sizes[rows]} if len(rows) else set()
         if size is None and len(hw) > 1:
             raise DatasetError(
@@ -142,7 +142,7 @@ class _FolderStore:
         target = tuple(size) if size is not None else (next(iter(hw)) if hw else (0, 0))
         out = np.empty((len(rows), *target, self.channels), np.uint8)
         for i, r in enumerate(rows):
-            out[i] = _decode(self.paths[r], self.channels, target)
+            out[i] = _decode(self.paths[r], self.channels, target, method)
         return out
 
 
@@ -168,8 +168,8 @@ class _ChannelStore:
     def __init__(self, inner, channels):
         self.inner, self.channels = inner, channels
 
-    def get(self, rows: np.ndarray, size=None) -> np.ndarray:
-        return convert_channels(self.inner.get(rows, size), self.channels)
+    def get(self, rows: np.ndarray, size=None, method="bilinear") -> np.ndarray:
+        return convert_channels(self.inner.get(rows, size, method), self.channels)
 
 
 def channels_of(ds) -> int:
@@ -256,12 +256,14 @@ class Dataset:
                              f"(got {idx.min()}..{idx.max()}).")
         return idx % max(len(self), 1)
 
-    def images(self, idx, size=None) -> np.ndarray:
-        """uint8 (len(idx), H, W, C) in the order given. `size=(h, w)` resizes (bilinear);
-        required when the rows have different sizes (image folders)."""
+    def images(self, idx, size=None, method="bilinear") -> np.ndarray:
+        """uint8 (len(idx), H, W, C) in the order given. `size=(h, w)` resizes each image with
+        Pillow's equivalent of the tf.image.resize `method` (PIL_FILTERS); required when the
+        rows have different sizes (image folders). Same-size data is better resized by the
+        extractor, on whole batches in the graph."""
         if size is not None:
             size = (int(size[0]), int(size[1]))
-        return self._store.get(self._rows[self._index(idx)], size)
+        return self._store.get(self._rows[self._index(idx)], size, method)
 
     def iter_batches(self, idx=None, batch_size: int = 256, size=None):
         """Yield (row_indices, images) in order, `batch_size` rows at a time: flat memory."""
@@ -339,13 +341,27 @@ def _array_dataset(name, class_names, parts, labels_parts, splits, source) -> Da
 
 
 # ----------------------------------------------------------------------------- image helpers
-def _resize(img: np.ndarray, size) -> np.ndarray:
+# backbone.resize_method (tf.image.resize's names) → the Pillow filter used where images must be
+# resized one by one while decoding (folders of mixed sizes).
+PIL_FILTERS = {"bilinear": "BILINEAR", "nearest": "NEAREST", "bicubic": "BICUBIC", "area": "BOX",
+               "lanczos3": "LANCZOS"}
+
+
+def pil_filter_name(method: str) -> str:
+    if method not in PIL_FILTERS:
+        raise DatasetError(f"Unknown resize method {method!r}. Expected one of "
+                           f"{', '.join(PIL_FILTERS)} (backbone.resize_method).")
+    return PIL_FILTERS[method]
+
+
+def _resize(img: np.ndarray, size, method="bilinear") -> np.ndarray:
     from PIL import Image
     h, w = size
+    flt = getattr(Image.Resampling, pil_filter_name(method))
     if img.shape[2] == 1:
-        out = Image.fromarray(img[..., 0], "L").resize((w, h), Image.BILINEAR)
+        out = Image.fromarray(img[..., 0], "L").resize((w, h), flt)
         return np.asarray(out)[..., None]
-    return np.asarray(Image.fromarray(img, "RGB").resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img, "RGB").resize((w, h), flt))
 
 
 def _to_gray8(im) -> np.ndarray:
@@ -397,7 +413,7 @@ def _open_image(path, draft_to=None):
         raise
 
 
-def _decode(path: str, channels: int, size) -> np.ndarray:
+def _decode(path: str, channels: int, size, method="bilinear") -> np.ndarray:
     """Decode one file to uint8 (h, w, channels): EXIF orientation applied, first frame of an
     animation, RGBA/LA/PA drop alpha, palette and CMYK → RGB, 16-bit scaled to 8 bits."""
     try:
@@ -415,7 +431,7 @@ def _decode(path: str, channels: int, size) -> np.ndarray:
                            f"when the folder was scanned: it changed since. Re-run to rescan "
                            f"(it will then be skipped and reported).") from e
     if arr.shape[:2] != tuple(size):
-        arr = _resize(arr, size)
+        arr = _resize(arr, size, method)
     return arr
 
 

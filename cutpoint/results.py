@@ -62,6 +62,9 @@ def experiment_id(cfg: dict) -> str:
     from cutpoint.provenance import hash_obj
     part = {s: (cfg[s] if keys is None else {k: cfg[s][k] for k in keys})
             for s, keys in _EXPERIMENT_KEYS.items()}
+    precision = cfg["extract"].get("precision", "float32")
+    if precision != "float32":     # reduced-precision numbers are another experiment; float32
+        part["precision"] = precision   # ids stay what they were before the setting existed
     return f"ex-{hash_obj({'protocol': PROTOCOL_VERSION, **part}, 10)}"
 
 

@@ -424,6 +424,39 @@ def _clone_at(trunk, shape, what: str):
     return clone
 
 
+# `extract.precision` → the Keras dtype policy (keras.mixed_precision): float32 variables, the
+# compute in the named dtype. "bfloat16" is Keras' mixed_bfloat16 (weights stay float32).
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+              "mixed_float16": "mixed_float16"}
+
+
+def with_precision(model, precision: str = "float32"):
+    """`model` computing in `precision` (see PRECISIONS); float32 returns the model itself.
+
+    Why a clone: a global policy only reaches layers built after it is set, and a loaded model
+    (a self-trained backbone, a .keras file) brings each layer's saved float32 policy. So every
+    layer is rebuilt from its config with the new policy and the weights are copied over.
+    """
+    if precision not in PRECISIONS:
+        raise BackboneError(f"The 'extract.precision' setting must be one of "
+                            f"{', '.join(PRECISIONS)}. Got {precision!r} instead."
+                            f"{_did_you_mean(str(precision), PRECISIONS)}")
+    if precision == "float32":
+        return model
+    policy = PRECISIONS[precision]
+
+    def rebuild(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    try:
+        clone = keras.models.clone_model(model, clone_function=rebuild)
+        clone.set_weights(model.get_weights())
+    except Exception as e:  # noqa: BLE001
+        raise BackboneError(f"{model.name!r} cannot be rebuilt in {precision}: "
+                            f"{_short_error(e)} Set extract.precision = \"float32\".") from None
+    return clone
+
+
 def _layer_names(model) -> list[str]:
     return [layer.name for layer in model.layers]
 

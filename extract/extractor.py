@@ -34,12 +34,13 @@ def _tf():
     return tf
 
 
-def image_pipeline(dataset, order, batch_size, start=0, size=None):
+def image_pipeline(dataset, order, batch_size, start=0, size=None, method="bilinear"):
     """tf.data over row batches: parallel decode (folder images decode in PIL threads), prefetch.
 
     Only a few batches are in memory at a time, so memory stays flat as the dataset grows. Yields
-    uint8 batches in row order (deterministic). Images of different sizes (folders) are resized
-    to `size` while decoding.
+    uint8 batches in row order (deterministic). Same-size data comes at its native size (the
+    forward pass resizes whole batches); only images of different sizes (folders) are resized,
+    to `size` with `method`'s Pillow filter, while decoding, so that they can be batched.
     """
     tf = _tf()
     order = np.asarray(order)
@@ -52,7 +53,7 @@ def image_pipeline(dataset, order, batch_size, start=0, size=None):
 
     def load(s):
         idx = order[int(s):int(s) + batch_size]
-        return dataset.images(idx, size=size).astype(np.uint8, copy=False)
+        return dataset.images(idx, size=size, method=method).astype(np.uint8, copy=False)
 
     ds = tf.data.Dataset.from_tensor_slices(starts)
     ds = ds.map(lambda s: tf.numpy_function(load, [s], tf.uint8),
@@ -62,7 +63,12 @@ def image_pipeline(dataset, order, batch_size, start=0, size=None):
 
 
 def make_forward(model, spec_preprocess, input_hw, channels, resize_method="bilinear"):
-    """Compiled uint8 batch → list of pooled cut outputs: cast, channels, resize, preprocess, model."""
+    """Compiled uint8 batch → list of pooled cut outputs: cast, channels, resize, preprocess, model.
+
+    The whole batch is resized here, in the graph, from the data's native size (the
+    backbone.resize_method, bilinear by default); a batch already at `input_hw` is not touched.
+    Outputs are float32 whatever the model computes in (extract.precision).
+    """
     tf = _tf()
 
     @tf.function(reduce_retracing=True)
@@ -74,9 +80,26 @@ def make_forward(model, spec_preprocess, input_hw, channels, resize_method="bili
             x = tf.image.resize(x, input_hw, method=resize_method)
             x = tf.clip_by_value(x, 0.0, 255.0)
         out = model(spec_preprocess(x), training=False)
-        return out if isinstance(out, (list, tuple)) else [out]
+        return [tf.cast(o, tf.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
 
     return forward
+
+
+def resize_note(data_shape, input_hw, method: str) -> str:
+    """Where and how images reach the model's input size (provenance)."""
+    h, w = input_hw
+    if data_shape is None:
+        return (f"mixed sizes: each image resized to {h}x{w} while decoding (Pillow "
+                f"{cds.pil_filter_name(method)}, in parallel decode threads)")
+    if tuple(data_shape[:2]) == (h, w):
+        return "none (native size)"
+    return (f"{data_shape[0]}x{data_shape[1]} to {h}x{w}: tf.image.resize ({method}) on whole "
+            "batches inside the compiled forward pass")
+
+
+def _compute_dtype(model) -> str:
+    dtypes = {getattr(layer, "compute_dtype", None) for layer in model.layers[1:]}
+    return ",".join(sorted(d for d in dtypes if d)) or "float32"
 
 
 def _check_range(spec, spec_preprocess, batch):
@@ -206,6 +229,8 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
     bcfg, ecfg = cfg["backbone"], cfg["extract"]
     data_shape = target.image_shape
     model, spec, bprov = _load_model(cfg, weights, data_shape)
+    precision = ecfg.get("precision", "float32")
+    model = backbones.with_precision(model, precision)
     converted = target.source.get("channels_converted")
     _check_channels(spec.name, int(model.input.shape[-1]), cds.channels_of(target))
     cut_pairs = backbones.resolve_cuts(model, spec, list(ecfg["cuts"]))
@@ -227,12 +252,16 @@ def plan(cfg: dict, weights: str, prepared: dict) -> dict:
         "split_def": prepared["split_def"], "split_order": SPLIT_ORDER, "backbone": bcfg["name"],
         "weights": bprov.get("weights_sha256", bprov.get("weights")),
         "input": [in_h, in_w, in_c], "resize": bcfg["resize_method"], "cuts": cuts_meta,
-        "dtype": ecfg["dtype"], **({"channels_converted": converted} if converted else {})})
+        "dtype": ecfg["dtype"], **({"channels_converted": converted} if converted else {}),
+        **({"precision": precision} if precision != "float32" else {})})   # float32: keys as before
     provenance = {
         "extraction_key": key, "backbone": bcfg["name"], "backbone_info": bprov,
         "weights": weights, "cuts": {a: l for a, l in cut_pairs}, "pooling": pooling,
         "input_size": [in_h, in_w, in_c], "data_shape": list(data_shape or []),
-        "resize_method": bcfg["resize_method"], "preprocess": spec.preprocess,
+        "resize_method": bcfg["resize_method"], "resize": resize_note(data_shape, (in_h, in_w),
+                                                                     bcfg["resize_method"]),
+        "precision": precision, "compute_dtype": _compute_dtype(model),
+        "preprocess": spec.preprocess,
         "channels": "repeated gray to RGB" if (in_c == 3 and data_shape and data_shape[-1] == 1)
         else "as is",
         "dataset_channels": {"setting": cfg["dataset"].get("channels", "auto"),
@@ -272,7 +301,8 @@ def run_rows(p: dict, cfg: dict, path: Path, lo: int, hi: int, extra_provenance=
         preprocess = backbones.preprocess_fn(spec)
         forward = make_forward(p["cut_model"], preprocess, (in_h, in_w), in_c,
                                cfg["backbone"]["resize_method"])
-        pipe = image_pipeline(target, order, ecfg["batch_size"], start, size=(in_h, in_w))
+        pipe = image_pipeline(target, order, ecfg["batch_size"], start, size=(in_h, in_w),
+                              method=cfg["backbone"]["resize_method"])
 
         def batches():
             for i, x in enumerate(pipe):
@@ -340,15 +370,17 @@ def ensure_self_trained(cfg, run_dir, prepared):
                          "3, 4]) or use weights = 'imagenet' / a weights file.")
     seed = cfg["experiment"]["seed"]
     tr, va = (np.flatnonzero(np.asarray(source.split) == s) for s in ("train", "val"))
-    size = None
+    size, method = None, cfg["backbone"]["resize_method"]
     if source.image_shape is None:  # an image folder of mixed sizes: train at the input size
         size = (cfg["backbone"]["input_size"],) * 2
         if not size[0]:
             raise ValueError("The source images differ in size: set backbone.input_size (e.g. 64) "
                              "so they can be resized for training the backbone.")
     return train_backbone(
-        cfg["backbone"]["name"], train=(source.images(tr, size=size), source.labels[tr]),
-        val=(source.images(va, size=size), source.labels[va]), cfg_train=cfg["train"],
+        cfg["backbone"]["name"], train=(source.images(tr, size=size, method=method),
+                                        source.labels[tr]),
+        val=(source.images(va, size=size, method=method), source.labels[va]),
+        cfg_train=cfg["train"],
         out_dir=Path(run_dir) / "backbone", seed=seed, num_classes=len(source.class_names),
         class_names=list(source.class_names))
 
@@ -481,9 +513,11 @@ def embed_images(provenance: dict, cut: str, dataset, batch_size: int = 256) -> 
     model, spec, _ = backbones.load_backbone(
         provenance["backbone"], weights=provenance["weights"], input_shape=(in_h, in_w, in_c),
         layer=list(provenance["cuts"].values()) if generic else None)
+    model = backbones.with_precision(model, provenance.get("precision", "float32"))
     cut_model = backbones.cut_model(model, [provenance["cuts"][cut]], provenance["pooling"])
     forward = make_forward(cut_model, backbones.preprocess_fn(spec), (in_h, in_w), in_c,
                            provenance.get("resize_method", "bilinear"))
     order = np.arange(len(dataset))
     return np.concatenate([forward(x)[0].numpy() for x in
-                           image_pipeline(dataset, order, batch_size, size=(in_h, in_w))])
+                           image_pipeline(dataset, order, batch_size, size=(in_h, in_w),
+                                          method=provenance.get("resize_method", "bilinear"))])

@@ -109,7 +109,10 @@ def build_model(base, num_classes: int, seed: int, bn_inference: bool = True,
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(x)
+    # float32 whatever the backbone's precision: a bfloat16/float16 softmax loses the small
+    # probabilities (log-loss, calibration) and can overflow (the Keras mixed-precision guide).
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
+                                 name="head")(x)
     return keras.Model(inputs, outputs, name=f"{base.name}_finetune")
 
 
@@ -132,9 +135,11 @@ def run_seed(seed: int, depth, lr=None) -> int:
     return int(np.random.SeedSequence(key).generate_state(1)[0] % (2 ** 31 - 1))
 
 
-def _compile(model, lr):
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+def _compile(model, lr, precision="float32"):
+    opt = keras.optimizers.Adam(lr)
+    if precision == "mixed_float16":   # float16 gradients underflow without loss scaling
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def _epoch(model, train_ds, val_ds) -> dict:
@@ -189,7 +194,7 @@ class _Run:
 
 
 def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, probe=None,
-                   declared_lr=None):
+                   declared_lr=None, precision="float32"):
     """Build and train one baseline. Returns (model, info).
 
     load_base() -> a fresh backbone (for scratch: random init; it is called right after the
@@ -207,6 +212,8 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     make_ds("val") is never called and val_accuracy is None.
     info: history (per learning rate), epochs (of the chosen run), epochs_total (all candidates),
     learning_rate, lr_val_accuracy, restored_epoch, val_accuracy, trainable_params.
+    precision: the backbone's compute (extract.precision; load_base applies it); mixed_float16
+    adds loss scaling to the optimizer.
     """
     scratch = depth == "scratch"
     build_seed = run_seed(seed, depth)
@@ -240,7 +247,7 @@ def train_at_depth(load_base, spec, depth, num_classes, make_ds, fcfg, seed, pro
     best, history, scores, total = None, {}, {}, 0
     for lr in lrs:
         model = build()
-        _compile(model, lr)   # recompile after every change of `trainable`
+        _compile(model, lr, precision)   # recompile after every change of `trainable`
         run = _Run(model, make_ds("train", run_seed(seed, depth, lr)),
                    None if declared_lr else make_ds("val", None), lr, what)
         for _ in range(search):

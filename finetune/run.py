@@ -32,7 +32,8 @@ log = logging.getLogger("cutpoint.finetune")
 FINETUNE_VERSION = 3
 
 
-def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle, min_steps=0):
+def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle, min_steps=0,
+              resize_method="bilinear"):
     """uint8 images → float [0, 255] at the backbone's size and channels → augment → preprocess.
 
     min_steps: an epoch is at least this many batches (the rows repeated, each copy augmented
@@ -51,7 +52,7 @@ def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle, min_s
         if c == 3 and xb.shape[-1] == 1:
             xb = tf.repeat(xb, 3, axis=-1)
         if tuple(xb.shape[1:3]) != (h, w):
-            xb = tf.clip_by_value(tf.image.resize(xb, (h, w)), 0.0, 255.0)
+            xb = tf.clip_by_value(tf.image.resize(xb, (h, w), method=resize_method), 0.0, 255.0)
         for layer in steps:
             xb = layer(xb, training=True)
         return pre(xb), yb
@@ -79,6 +80,18 @@ def _selection(depth, fcfg) -> str:
     return (f"{start}; {choice} to at most {fcfg['epochs']} epochs, the epoch of the lowest val "
             f"loss restored (early stopping, patience {fcfg['patience']}); final model trained "
             f"on train only, val used for the learning-rate choice and early stopping{probe}")
+
+
+def run_identity(cfg: dict, depth, bprov: dict, input_shape, split_def) -> dict:
+    """Everything that decides a fine-tuning run's numbers (its run id is a hash of it)."""
+    precision = cfg["extract"].get("precision", "float32")
+    return {"version": FINETUNE_VERSION, "stage": "scratch" if depth == "scratch" else "finetune",
+            "depth": depth, "backbone": cfg["backbone"]["name"],
+            "weights": bprov.get("weights_sha256", bprov.get("weights")),
+            "input_shape": list(input_shape), "split_def": split_def,
+            "finetune": cfg["finetune"], "seed": cfg["experiment"]["seed"],
+            # float32: the identity of the runs made before the setting existed
+            **({"precision": precision} if precision != "float32" else {})}
 
 
 def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
@@ -117,18 +130,21 @@ class Context:
                      for s in ("train", "val", "test")}
         self.y = np.asarray(target.labels)
         size = None if target.image_shape is not None else self.input_shape[:2]  # mixed sizes
-        self.x = {s: target.images(i, size=size) for s, i in self.rows.items()}
+        self.resize_method = bcfg["resize_method"]
+        self.x = {s: target.images(i, size=size, method=self.resize_method)
+                  for s, i in self.rows.items()}
         self.n_classes = len(target.class_names)
+        self.precision = cfg["extract"].get("precision", "float32")  # extraction's compute
 
     def pipeline(self, x, y, train: bool, seed=None, min_steps=0):
         """A FRESH pipeline per call, never one shared (and advanced) across runs: 'train' rows
         shuffled + augmented with `seed`; otherwise plain, in order."""
+        mk = dict(spec=self.spec, input_shape=self.input_shape,
+                  batch_size=self.fcfg["batch_size"], resize_method=self.resize_method)
         if train:
-            return _pipeline(x, y, self.spec, self.input_shape, self.fcfg["batch_size"],
-                             augment=self.fcfg["augment"], shuffle=True, seed=seed,
-                             min_steps=min_steps)
-        return _pipeline(x, y, self.spec, self.input_shape, self.fcfg["batch_size"], augment=[],
-                         shuffle=False, seed=0)
+            return _pipeline(x, y, augment=self.fcfg["augment"], shuffle=True, seed=seed,
+                             min_steps=min_steps, **mk)
+        return _pipeline(x, y, augment=[], shuffle=False, seed=0, **mk)
 
     def split(self, name):
         """(images, labels) of one of the experiment's splits."""
@@ -136,8 +152,9 @@ class Context:
 
     def load_base(self, trained=True):
         from extract import backbones
-        return backbones.load_backbone(self.name, input_shape=self.input_shape,
+        base = backbones.load_backbone(self.name, input_shape=self.input_shape,
                                        weights=self.weights if trained else "none")[0]
+        return backbones.with_precision(base, self.precision)
 
     def features(self, seed: int, *xs) -> list:
         """The frozen backbone's features as the head sees them (inference mode, no
@@ -148,8 +165,9 @@ class Context:
         model = build_model(base, self.n_classes, 0)
         set_depth(base, self.spec, 0)
         fm = feature_model(model)
-        return [fm.predict(self.pipeline(x, np.zeros(len(x), np.int64), train=False), verbose=0)
-                for x in xs]
+        # float32 for the probe whatever the backbone computes in (a no-op in float32)
+        return [fm.predict(self.pipeline(x, np.zeros(len(x), np.int64), train=False),
+                           verbose=0).astype(np.float32, copy=False) for x in xs]
 
     def train(self, depth, fit, val, seed: int, probe=None, min_steps=0, declared_lr=None):
         """One baseline at `depth` trained on fit = (images, labels), selecting on val (None
@@ -162,7 +180,7 @@ class Context:
         # A fresh backbone per build: earlier runs must not leak trained weights into this one.
         return train_at_depth(lambda: self.load_base(trained=depth != "scratch"), self.spec,
                               depth, self.n_classes, make_ds, self.fcfg, seed, probe=probe,
-                              declared_lr=declared_lr)
+                              declared_lr=declared_lr, precision=self.precision)
 
     def score(self, model, seed: int):
         """Test-split probabilities (rows renormalised in float64), predictions, metrics and
@@ -177,12 +195,11 @@ class Context:
                                    n_boot=self.cfg["classical"]["bootstrap"], seed=seed)
         return proba, y_pred, m, pred_s
 
-    def ident(self, **extra) -> dict:
+    def ident(self, depth, seed: int, **extra) -> dict:
         """What defines a run's numbers (its run id is a hash of this)."""
-        return {"version": FINETUNE_VERSION, "backbone": self.name,
-                "weights": self.bprov.get("weights_sha256", self.bprov.get("weights")),
-                "input_shape": list(self.input_shape), "split_def": self.prepared["split_def"],
-                "finetune": self.fcfg, **extra}
+        ident = run_identity(self.cfg, depth, self.bprov, self.input_shape,
+                             self.prepared["split_def"])
+        return {**ident, "seed": seed, **extra}
 
 
 def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
@@ -192,7 +209,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
 
     run_dir = Path(run_dir)
     ctx = Context(cfg, run_dir, prepared)
-    fcfg, seed, bcfg = cfg["finetune"], cfg["experiment"]["seed"], cfg["backbone"]
+    fcfg, seed = cfg["finetune"], cfg["experiment"]["seed"]
     blocks, target, y = ctx.blocks, ctx.target, ctx.y
     todo = parse_depths(depths if depths is not None else fcfg["depths"], len(blocks))
     tr, va, test_idx = ctx.rows["train"], ctx.rows["val"], ctx.rows["test"]
@@ -215,7 +232,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     new_rows = []
     for depth in todo:
         stage = "scratch" if depth == "scratch" else "finetune"
-        ident = ctx.ident(stage=stage, depth=depth, seed=seed)
+        ident = ctx.ident(depth, seed)
         run_id = f"ft-{hash_obj(ident, 12)}"
         if results.has_run(table, run_id):
             log.info("%s depth %s: already in %s, skipped.", stage, depth, table)
@@ -230,6 +247,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         params, n_train, notes = run_params(depth, info, probe, len(tr))
         out = run_dir / "finetune" / run_id
         meta = {"run_id": run_id, "ident": ident, "backbone_provenance": ctx.bprov, "metrics": m,
+                "precision": ctx.precision,
                 "trainable_params": info["trainable_params"], "epochs": info["epochs"],
                 "fit_seconds": fit_s, "best_params": params, "val_accuracy": info["val_accuracy"]}
         history = info["history"]

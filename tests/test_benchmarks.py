@@ -61,6 +61,7 @@ def test_only_rejects_unknown_sections_and_adds_the_peak_extraction_needs():
     from benchmarks.__main__ import parse_only
 
     assert parse_only("extraction") == ["peak", "extraction"]
+    assert parse_only("resize") == ["peak", "resize"]
     assert parse_only("hdf5,memory") == ["memory", "hdf5"]
     with pytest.raises(ValueError, match="Did you mean 'memory'"):
         parse_only("memroy")
@@ -75,8 +76,8 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     errors = {n: s.get("error") for n, s in res["sections"].items() if s["status"] == "error"}
     assert out.returncode == 0 and not errors, (errors, out.stderr[-3000:])
     assert res["mode"] == "quick"
-    assert list(res["sections"]) == ["peak", "extraction", "sweep", "memory", "hdf5",
-                                     "classical", "scale", "e2e"]
+    assert list(res["sections"]) == ["peak", "extraction", "resize", "depthwise", "sweep",
+                                     "memory", "hdf5", "classical", "scale", "e2e"]
     assert res["machine"]["logical_cpus"] >= 1 and res["machine"]["versions"]["tensorflow"]
     sec = res["sections"]
 
@@ -92,6 +93,19 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     # Deeper, wider networks cost more per image: a sanity check of the FLOP count.
     per_image = {r["backbone"]: r["mflops_per_image"] for r in ext if r["input"] == "32x32x3"}
     assert per_image["resnet50"] > per_image["mobilenet_v2"]
+
+    rz = sec["resize"]["rows"]
+    assert [r["path"] for r in rz] == ["resize", "pre-resized"]
+    assert rz[0]["stored"] != rz[1]["stored"] and rz[0]["input"] == rz[1]["input"]
+    assert all(r["images_per_second"] > 0 for r in rz) and rz[1]["ratio_to_pre_resized"] == 1
+    row = [t for t in res["targets"] if t["section"] == "resize"]
+    assert len(row) == 1 and row[0]["what"].startswith("extraction with resize vs pre-resized")
+    assert row[0]["value"] == pytest.approx(rz[0]["ratio_to_pre_resized"])
+
+    dw = sec["depthwise"]["rows"]
+    assert [r["variant"] for r in dw][0] == "TF default" and len(dw) == 2
+    assert dw[0]["embedding_rel_error_vs_default"] == 0 and dw[1]["onednn"] == "on"
+    assert all(r["images_per_second"] > 0 for r in dw)
 
     sweep = sec["sweep"]["rows"]
     assert [r["k"] for r in sweep][0] == 1 and sweep[-1]["k"] > 1
