@@ -103,8 +103,8 @@ DEFAULTS: dict = {
         # Fine-tuning cells (same depth vocabulary as finetune.depths; [] = finetune.depths).
         # Below holdout_min there is nothing to select on: k >= 1 and scratch then train with
         # declared settings (the middle learning-rate candidate, finetune.epochs epochs).
-        "depths": ["0", "2", "all", "scratch"],
-        "min_steps_per_epoch": 10,  # a few-label epoch repeats its rows to this many batches
+        "depths": ["0", "all", "scratch"],
+        "min_steps_per_epoch": 25,  # a few-label epoch repeats its rows to this many batches
     },
     "umap": {
         "n_neighbors": 15,

@@ -139,11 +139,12 @@ class Context:
     def pipeline(self, x, y, train: bool, seed=None, min_steps=0):
         """A FRESH pipeline per call, never one shared (and advanced) across runs: 'train' rows
         shuffled + augmented with `seed`; otherwise plain, in order."""
-        mk = dict(spec=self.spec, input_shape=self.input_shape,
-                  batch_size=self.fcfg["batch_size"], resize_method=self.resize_method)
-        if train:
+        mk = dict(spec=self.spec, input_shape=self.input_shape, resize_method=self.resize_method)
+        if train:   # a batch is never larger than the rows (a 5-image subset: batches of 5)
             return _pipeline(x, y, augment=self.fcfg["augment"], shuffle=True, seed=seed,
-                             min_steps=min_steps, **mk)
+                             min_steps=min_steps, batch_size=min(self.fcfg["batch_size"], len(x)),
+                             **mk)
+        mk["batch_size"] = self.fcfg["batch_size"]
         return _pipeline(x, y, augment=[], shuffle=False, seed=0, **mk)
 
     def split(self, name):
