@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-SECTIONS = ("peak", "extraction", "sweep", "memory", "hdf5", "classical", "e2e")
+SECTIONS = ("peak", "extraction", "sweep", "memory", "hdf5", "classical", "classical_wide",
+            "e2e")
 _MODULES = {"peak": "peak", "extraction": "extraction", "sweep": "sweep", "memory": "memory",
-            "hdf5": "storage", "classical": "classifiers", "e2e": "e2e"}
+            "hdf5": "storage", "classical": "classifiers", "classical_wide": "classical_wide",
+            "e2e": "e2e"}
 
 
 def parse_only(text):

@@ -7,6 +7,7 @@ TITLES = {"peak": "Matmul peak (TensorFlow float32)", "extraction": "Extraction 
           "sweep": "One-pass k-cut sweep vs the naive per-cut loop",
           "memory": "Peak memory, N vs 6N images", "hdf5": "HDF5 store: write/read speed and size",
           "classical": "Classical pipelines: search + refit and predict time",
+          "classical_wide": "Classical: the six classifiers on wide embeddings, full size",
           "e2e": "End to end: make extract / make classify"}
 
 

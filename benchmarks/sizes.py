@@ -36,6 +36,10 @@ FULL = {
     "classical": {"dims": [128, 1280, 2048], "n_train": 30000, "n_test": 5000, "n_classes": 10,
                   "pilot_rows": 500, "cell_budget_s": 60.0, "section_budget_s": 660.0,
                   "min_cell_s": 15.0, "min_first_step_s": 45.0, "n_jobs": 2},
+    # Issue 15: the six at full size (today's settings), and before/after on fewer rows.
+    "classical_wide": {"n_train": 30000, "n_test": 5000, "dim": 2048, "n_jobs": 2,
+                       "timeout_s": 3600.0, "compare_rows": 5000, "compare_timeout_s": 900.0,
+                       "changed": ["linear_svm", "rbf_svm", "random_forest", "xgboost"]},
     "e2e": {"timeout_s": 3600},
 }
 
@@ -61,6 +65,9 @@ QUICK = {
                   "pilot_rows": 120, "cell_budget_s": 20.0, "section_budget_s": 60.0,
                   "min_cell_s": 5.0, "min_first_step_s": 60.0, "n_jobs": 1,
                   "classifiers": ["logreg", "knn"]},
+    "classical_wide": {"n_train": 300, "n_test": 60, "dim": 32, "n_jobs": 1, "timeout_s": 120.0,
+                       "compare_rows": 150, "compare_timeout_s": 120.0,
+                       "changed": ["linear_svm", "rbf_svm", "random_forest", "xgboost"]},
     "e2e": {"timeout_s": 3600},
 }
 
