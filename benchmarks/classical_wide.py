@@ -157,6 +157,7 @@ def run(sizes: dict, ctx: dict) -> dict:
             row = {"classifier": name, "settings": settings, "rows": n_rows, "dim": dim}
             row.update(r if r else {"note": f"did not finish within {timeout:.0f} s"})
             rows.append(row)
+            print(f"[bench]   -> {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
     full = [r for r in rows if r["rows"] == n and r["settings"] == "after"]
     done = [r["fit_select_seconds"] for r in full if "fit_select_seconds" in r]
     total = sum(done) if len(done) == len(full) else None
