@@ -67,7 +67,7 @@ def test_unknown_classifier_names_a_close_match():
 
 @parametrize_with_checks([LabelEncodedClassifier(XGBClassifier(n_estimators=5, n_jobs=1)),
                           LabelEncodedClassifier(LogisticRegression()),
-                          PrimalLinearSVC(), KernelRBFSVC()])
+                          PrimalLinearSVC(solver="lbfgs"), KernelRBFSVC(precompute=True)])
 def test_custom_estimators_follow_the_sklearn_contract(estimator, check):
     check(estimator)
 
@@ -78,34 +78,40 @@ def test_primal_linear_svc_solves_linearsvcs_problem(k):
     tight tolerance both reach the same coefficients; the shipped tol changes no prediction."""
     X, y = make_blobs(400, 10, centers=k, cluster_std=4.0, random_state=1)
     ref = LinearSVC(C=0.1, dual=False, tol=1e-8, max_iter=10000).fit(X, y)
-    ours = PrimalLinearSVC(C=0.1, tol=1e-8, max_iter=10000).fit(X, y)
+    ours = PrimalLinearSVC(C=0.1, tol=1e-8, max_iter=10000, solver="lbfgs").fit(X, y)
     assert ours.coef_.shape == ref.coef_.shape and ours.intercept_.shape == ref.intercept_.shape
     assert np.allclose(ours.coef_, ref.coef_, atol=1e-4)
     assert np.allclose(ours.intercept_, ref.intercept_, atol=1e-4)
-    shipped = PrimalLinearSVC(C=0.1).fit(X, y)
+    shipped = PrimalLinearSVC(C=0.1, solver="lbfgs").fit(X, y)
     assert np.mean(shipped.predict(X) == ref.predict(X)) >= 0.995
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
-        PrimalLinearSVC(C=0.1, tol=1e-12, max_iter=2).fit(X, y)
+        PrimalLinearSVC(C=0.1, tol=1e-12, max_iter=2, solver="lbfgs").fit(X, y)
+    # "auto": liblinear on narrow inputs, L-BFGS from LBFGS_MIN_FEATURES on
+    wide = np.hstack([X, np.zeros((len(X), pipelines.LBFGS_MIN_FEATURES - X.shape[1]))])
+    assert PrimalLinearSVC().fit(X, y).solver_ == "liblinear"
+    assert PrimalLinearSVC().fit(wide, y).solver_ == "lbfgs"
 
 
 @pytest.mark.parametrize("gamma", [0.05, "scale"])
 def test_kernel_rbf_svc_is_svc_with_an_rbf_kernel(gamma):
     X, y = make_blobs(300, 8, centers=3, cluster_std=4.0, random_state=2)
     ref = SVC(C=3.0, gamma=gamma).fit(X[:200], y[:200])
-    ours = KernelRBFSVC(C=3.0, gamma=gamma).fit(X[:200], y[:200])
+    ours = KernelRBFSVC(C=3.0, gamma=gamma, precompute=True).fit(X[:200], y[:200])
     assert ours.gamma_ == pytest.approx(ref._gamma)
     assert np.allclose(ours.decision_function(X[200:]), ref.decision_function(X[200:]),
                        atol=1e-8)
     assert np.array_equal(ours.predict(X[200:]), ref.predict(X[200:]))
     assert np.array_equal(np.sort(ours.svc_.support_), np.sort(ref.support_))
+    own = KernelRBFSVC(C=3.0, gamma=gamma).fit(X[:200], y[:200])    # narrow: libsvm's kernel
+    assert not own.precompute_ and np.array_equal(own.predict(X[200:]), ref.predict(X[200:]))
 
 
 def test_rbf_search_on_shared_distances_scores_like_independent_svcs():
     X, y = _blobs(300, std=5.0)
     grid = pipelines.make("rbf_svm", n_features=12)[1]
     grid = [{k.split("__", 1)[1]: v for k, v in p.items()} for p in grid]
-    shared = pipelines.sweep_rbf_gram(KernelRBFSVC(), X[:200], y[:200], X[200:], y[200:], grid,
-                                      n_jobs=2)
+    shared = pipelines.sweep_rbf_gram(KernelRBFSVC(precompute=True), X[:200], y[:200], X[200:],
+                                      y[200:], grid, n_jobs=2)
     alone = pipelines.sweep_each(SVC(), X[:200], y[:200], X[200:], y[200:], grid)
     assert shared == alone and len(set(shared)) > 1
 
@@ -180,17 +186,18 @@ def test_xgboost_rounds_are_chosen_by_early_stopping_on_validation_and_refitted(
     Xf, yf, Xv, yv = X[:300], y[:300], X[300:], y[300:]
     est = LabelEncodedClassifier(XGBClassifier(max_depth=2, learning_rate=0.3, n_jobs=1,
                                                random_state=0))
+    n = 300
     [(score, chosen)] = pipelines.sweep_early_stopping(
-        est, Xf, yf, Xv, yv, [{"estimator__n_estimators": 150}])
+        est, Xf, yf, Xv, yv, [{"estimator__n_estimators": n}])
     rounds = chosen["estimator__n_estimators"]
-    # every truncation of one booster grown to 150 rounds, scored on the same val rows
-    full = clone(est).set_params(estimator__n_estimators=150).fit(Xf, yf)
+    # every truncation of one booster grown to n rounds, scored on the same val rows
+    full = clone(est).set_params(estimator__n_estimators=n).fit(Xf, yf)
     acc = [float(np.mean(np.argmax(full.estimator_.predict_proba(
-        Xv, iteration_range=(0, r)), axis=1) == yv)) for r in range(1, 151)]
+        Xv, iteration_range=(0, r)), axis=1) == yv)) for r in range(1, n + 1)]
     assert score == acc[rounds - 1]
-    seen = acc[:min(150, rounds + pipelines.XGB_PATIENCE)]    # what boosting got to see
+    seen = acc[:min(n, rounds + pipelines.XGB_PATIENCE)]    # what boosting got to see
     assert score == max(seen) and all(a < score for a in acc[:rounds - 1])   # the first best
-    assert rounds + pipelines.XGB_PATIENCE < 150      # it did stop early
+    assert rounds + pipelines.XGB_PATIENCE < n      # it did stop early
     # fit_select refits that many rounds on train + val and records them
     model, info = protocol.fit_select("xgboost", X[:300], y[:300], n_jobs=1)
     r = info["best_params"]["clf__estimator__n_estimators"]
