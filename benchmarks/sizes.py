@@ -1,6 +1,7 @@
 """Workload sizes of every section, for the full run and for `--quick` (a smoke test, seconds).
 
-The full sizes are chosen so `make bench` finishes in about 25 minutes on 2 cores: extraction is
+The full sizes are chosen so `make bench` finishes in about 25 minutes on 2 cores (plus
+classical_wide, which runs the six classifiers at full size: about 10 more, by its goal): extraction is
 timed for a few seconds per setting (not a fixed image count), and each classifier x width gets a
 time budget (the classical section grows the training rows from a pilot only while the predicted
 time fits; see classifiers.py).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cutpoint import config as cconfig
 from cutpoint import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert out.returncode == 0 and not errors, (errors, out.stderr[-3000:])
     assert res["mode"] == "quick"
     assert list(res["sections"]) == ["peak", "extraction", "sweep", "memory", "hdf5",
-                                     "classical", "e2e"]
+                                     "classical", "classical_wide", "e2e"]
     assert res["machine"]["logical_cpus"] >= 1 and res["machine"]["versions"]["tensorflow"]
     sec = res["sections"]
 
@@ -111,6 +112,15 @@ def test_quick_run_writes_well_formed_results(tmp_path):
 
     cls = sec["classical"]["rows"]
     assert cls and all(r["fit_select_seconds"] > 0 and 0 <= r["accuracy"] <= 1 for r in cls)
+
+    wide = sec["classical_wide"]["rows"]     # the six at full (quick: tiny) size, then before/after
+    full = [r for r in wide if r["rows"] == res["sizes"]["classical_wide"]["n_train"]]
+    assert [r["classifier"] for r in full] == cconfig.DEFAULTS["classical"]["classifiers"]
+    assert {(r["classifier"], r["settings"]) for r in wide if r not in full} == {
+        (c, s) for c in res["sizes"]["classical_wide"]["changed"] for s in ("before", "after")}
+    assert all(0 <= r["val_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1 for r in wide)
+    [t] = [t for t in res["targets"] if t["section"] == "classical_wide"]
+    assert t["value"] == pytest.approx(sum(r["fit_select_seconds"] for r in full))
 
     # Without --e2e the section reports what runs/default recorded, or says how to measure it.
     table = ROOT / "runs" / "default" / "results.csv"
