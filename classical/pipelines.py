@@ -20,7 +20,7 @@ point (the budget: 6 classifiers x 5 cuts of 27k rows in about 10 minutes on 2 c
   exp (KernelRBFSVC fits libsvm on the precomputed kernel: libsvm's own kernel evaluation,
   one dot product per pair, dominated the fit on wide inputs).
 - linear_svm: PrimalLinearSVC, LinearSVC's objective by L-BFGS on dense matrix products
-  (liblinear took minutes per C on 27k x 2048).
+  (liblinear had not fitted one C of 27k x 2048 after 6 CPU minutes).
   Both fall back to the libraries' own solvers on narrow inputs, where those are faster.
 A sweep returns one score per grid point, or (score, {param: value}) when it also chose
 parameters (XGBoost's rounds); those are refitted and recorded with the point.
@@ -97,8 +97,9 @@ class LabelEncodedClassifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator)
 
 
 # Below these widths the libraries' own solvers are faster (measured on 9k rows: liblinear
-# 0.27 vs 0.87 CPU s at 32 features, 2.4 vs 1.6 at 128; libsvm's kernel 1.4 vs 2.5 s at 32,
-# 3.3 vs 2.8 at 256); above them the matrix-product paths win by far.
+# 0.27 vs 0.87 CPU s at 32 features, 2.4 vs 1.6 at 128, 9.9 vs 4.0 at 512; libsvm's kernel
+# 1.4 vs 2.5 s at 32, 3.3 vs 2.8 at 256, 8.1 vs 3.3 at 512); above them the matrix-product
+# paths win, by more as the width grows.
 LBFGS_MIN_FEATURES = 128
 PRECOMPUTE_MIN_FEATURES = 256
 
