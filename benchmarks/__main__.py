@@ -19,10 +19,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 SECTIONS = ("peak", "extraction", "resize", "depthwise", "sweep", "memory", "hdf5", "classical",
-            "scale", "e2e")
+            "classical_wide", "scale", "e2e")
 _MODULES = {"peak": "peak", "extraction": "extraction", "resize": "resize",
             "depthwise": "depthwise", "sweep": "sweep", "memory": "memory",
-            "hdf5": "storage", "classical": "classifiers", "scale": "scale", "e2e": "e2e"}
+            "hdf5": "storage", "classical": "classifiers", "classical_wide": "classical_wide",
+            "scale": "scale", "e2e": "e2e"}
 
 
 def parse_only(text):

@@ -10,6 +10,7 @@ TITLES = {"peak": "Matmul peak (TensorFlow float32)", "extraction": "Extraction 
           "memory": "Peak memory, N vs 6N images", "hdf5": "HDF5 store: write/read speed and size",
           "classical": "Classical pipelines: search + refit and predict time",
           "scale": "Out of core on Dask: peak memory per worker, 1 vs 2 workers",
+          "classical_wide": "Classical: the six classifiers on wide embeddings, full size",
           "e2e": "End to end: make extract / make classify"}
 
 

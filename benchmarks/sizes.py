@@ -1,6 +1,7 @@
 """Workload sizes of every section, for the full run and for `--quick` (a smoke test, seconds).
 
-The full sizes are chosen so `make bench` finishes in about 25 minutes on 2 cores: extraction is
+The full sizes are chosen so `make bench` finishes in about 25 minutes on 2 cores (plus
+classical_wide, which runs the six classifiers at full size: about 10 more, by its goal): extraction is
 timed for a few seconds per setting (not a fixed image count), and each classifier x width gets a
 time budget (the classical section grows the training rows from a pilot only while the predicted
 time fits; see classifiers.py).
@@ -50,6 +51,10 @@ FULL = {
                   "min_cell_s": 15.0, "min_first_step_s": 45.0, "n_jobs": 2},
     # 300k x 512 float32 = 586 MB per store; logreg and XGBoost stream it (benchmarks/scale.py).
     "scale": {"rows": [100000, 300000], "width": 512, "n_classes": 10, "chunk_rows": 4096},
+    # Issue 15: the six at full size (today's settings), and before/after on fewer rows.
+    "classical_wide": {"n_train": 30000, "n_test": 5000, "dim": 2048, "n_jobs": 2,
+                       "timeout_s": 3600.0, "compare_rows": 5000, "compare_timeout_s": 900.0,
+                       "changed": ["linear_svm", "rbf_svm", "random_forest", "xgboost"]},
     "e2e": {"timeout_s": 3600},
 }
 
@@ -83,6 +88,9 @@ QUICK = {
                   "min_cell_s": 5.0, "min_first_step_s": 60.0, "n_jobs": 1,
                   "classifiers": ["logreg", "knn"]},
     "scale": {"rows": [2000, 6000], "width": 16, "n_classes": 3, "chunk_rows": 256},
+    "classical_wide": {"n_train": 300, "n_test": 60, "dim": 32, "n_jobs": 1, "timeout_s": 120.0,
+                       "compare_rows": 150, "compare_timeout_s": 120.0,
+                       "changed": ["linear_svm", "rbf_svm", "random_forest", "xgboost"]},
     "e2e": {"timeout_s": 3600},
 }
 

@@ -115,10 +115,15 @@ def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0
                      f"classical.rbf_max_train = {limit}: RBF SVC training is quadratic).")
 
     t0 = time.perf_counter()
-    scores = _grid_scores(entry, pipe, grid, X[fit_rows], y[fit_rows], Xv, yv, n_jobs, notes)
+    scores, chosen = _grid_scores(entry, pipe, grid, X[fit_rows], y[fit_rows], Xv, yv, n_jobs,
+                                  notes)
+    grid = [{**p, **c} for p, c in zip(grid, chosen)]
     search_s = time.perf_counter() - t0
     # ties: the first point in grid order (for logreg the smallest C); None = not fitted
     best = int(np.argmax([-np.inf if s is None else s for s in scores]))
+    if chosen[best]:
+        notes.append("Chosen by the search on validation: " + ", ".join(
+            f"{k} = {v}" for k, v in chosen[best].items()) + ".")
     skipped = sum(s is None for s in scores)
     if skipped:
         notes.append(f"{skipped} of {len(grid)} grid points not fitted: the sweep stopped after "
@@ -169,10 +174,11 @@ def _search_backend(*arrays):
     return joblib.parallel_backend("dask", scatter=list(arrays))
 
 
-def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> list:
-    """Validation accuracy of every grid point (None = not fitted): preprocessing fitted on
-    the fit rows only, then the entry's sweep. Grid points a tiny fit set cannot support
-    (kNN with more neighbours than rows) score None."""
+def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> tuple[list, list]:
+    """(validation accuracy of every grid point (None = not fitted), the parameters the sweep
+    chose for each point ({} if none; e.g. XGBoost's early-stopped rounds, as
+    ``clf__param``)): preprocessing fitted on the fit rows only, then the entry's sweep. Grid
+    points a tiny fit set cannot support (kNN with more neighbours than rows) score None."""
     pre, clf = pipe[:-1], pipe[-1]
     if len(pre.steps):
         pre = clone(pre).fit(Xf)
@@ -189,10 +195,13 @@ def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> list:
             got = pipelines.sweep_each(clf, Xf, yf, Xv, yv, sub, n_jobs,
                                        parallel=entry.parallel_grid)
     _record_warnings(caught, notes, "grid point(s) of the search")
-    scores = [None] * len(grid)
+    scores, chosen = [None] * len(grid), [{} for _ in grid]
     for i, v in zip(feasible, got):
+        if isinstance(v, tuple):
+            v, extra = v
+            chosen[i] = {f"{prefix}{k}": x for k, x in extra.items()}
         scores[i] = v
-    return scores
+    return scores, chosen
 
 
 def fit_select_cv(name, X, y, *, folds=5, seed=0, n_jobs=1):
@@ -211,12 +220,16 @@ def fit_select_cv(name, X, y, *, folds=5, seed=0, n_jobs=1):
     k = min(int(folds), int(np.unique(y, return_counts=True)[1].min()))
     t0 = time.perf_counter()
     if k >= 2:
-        per_fold = []
+        per_fold, chosen = [], []
         for tr, va in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
-            per_fold.append(_grid_scores(entry, pipe, grid, X[tr], y[tr], X[va], y[va], n_jobs,
-                                         notes))
+            s, c = _grid_scores(entry, pipe, grid, X[tr], y[tr], X[va], y[va], n_jobs, notes)
+            per_fold.append(s)
+            chosen.append(c)
         scores = [None if any(f[i] is None for f in per_fold)
                   else float(np.mean([f[i] for f in per_fold])) for i in range(len(grid))]
+        # parameters a sweep chose per fold (XGBoost's rounds): their median over the folds
+        grid = [{**p, **{key: int(np.median([c[i][key] for c in chosen]))
+                         for key in chosen[0][i]}} for i, p in enumerate(grid)]
         best = int(np.argmax([-np.inf if s is None else s for s in scores]))
         params, rule = grid[best], (f"hyperparameters chosen by {k}-fold stratified "
                                     f"cross-validation inside the labelled subset; final fit on "

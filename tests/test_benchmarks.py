@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cutpoint import config as cconfig
 from cutpoint import results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,8 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert out.returncode == 0 and not errors, (errors, out.stderr[-3000:])
     assert res["mode"] == "quick"
     assert list(res["sections"]) == ["peak", "extraction", "resize", "depthwise", "sweep",
-                                     "memory", "hdf5", "classical", "scale", "e2e"]
+                                     "memory", "hdf5", "classical", "classical_wide", "scale",
+                                     "e2e"]
     assert res["machine"]["logical_cpus"] >= 1 and res["machine"]["versions"]["tensorflow"]
     sec = res["sections"]
 
@@ -133,6 +135,14 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert all(r["max_worker_peak_mb"] > 0 and r["seconds"] > 0 for r in scale)
     assert {r["workers"] for r in scale} == {1, 2}
     assert sum(t["section"] == "scale" for t in res["targets"]) == 4
+    wide = sec["classical_wide"]["rows"]     # the six at full (quick: tiny) size, then before/after
+    full = [r for r in wide if r["rows"] == res["sizes"]["classical_wide"]["n_train"]]
+    assert [r["classifier"] for r in full] == cconfig.DEFAULTS["classical"]["classifiers"]
+    assert {(r["classifier"], r["settings"]) for r in wide if r not in full} == {
+        (c, s) for c in res["sizes"]["classical_wide"]["changed"] for s in ("before", "after")}
+    assert all(0 <= r["val_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1 for r in wide)
+    [t] = [t for t in res["targets"] if t["section"] == "classical_wide"]
+    assert t["value"] == pytest.approx(sum(r["fit_select_seconds"] for r in full))
 
     # Without --e2e the section reports what runs/default recorded, or says how to measure it.
     table = ROOT / "runs" / "default" / "results.csv"

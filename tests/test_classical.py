@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from xgboost import XGBClassifier
 
 from classical import pipelines, protocol
 from classical.__main__ import main, predict_embeddings, run
-from classical.pipelines import LabelEncodedClassifier
+from classical.pipelines import KernelRBFSVC, LabelEncodedClassifier, PrimalLinearSVC
 from cutpoint import config as cconfig
 from cutpoint import results
 from embeddings import store
@@ -64,9 +66,54 @@ def test_unknown_classifier_names_a_close_match():
 
 
 @parametrize_with_checks([LabelEncodedClassifier(XGBClassifier(n_estimators=5, n_jobs=1)),
-                          LabelEncodedClassifier(LogisticRegression())])
-def test_label_encoded_classifier_follows_the_sklearn_contract(estimator, check):
+                          LabelEncodedClassifier(LogisticRegression()),
+                          PrimalLinearSVC(solver="lbfgs"), KernelRBFSVC(precompute=True)])
+def test_custom_estimators_follow_the_sklearn_contract(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_primal_linear_svc_solves_linearsvcs_problem(k):
+    """Same objective as liblinear (squared hinge, one-vs-rest, regularised intercept): at a
+    tight tolerance both reach the same coefficients; the shipped tol changes no prediction."""
+    X, y = make_blobs(400, 10, centers=k, cluster_std=4.0, random_state=1)
+    ref = LinearSVC(C=0.1, dual=False, tol=1e-8, max_iter=10000).fit(X, y)
+    ours = PrimalLinearSVC(C=0.1, tol=1e-8, max_iter=10000, solver="lbfgs").fit(X, y)
+    assert ours.coef_.shape == ref.coef_.shape and ours.intercept_.shape == ref.intercept_.shape
+    assert np.allclose(ours.coef_, ref.coef_, atol=1e-4)
+    assert np.allclose(ours.intercept_, ref.intercept_, atol=1e-4)
+    shipped = PrimalLinearSVC(C=0.1, solver="lbfgs").fit(X, y)
+    assert np.mean(shipped.predict(X) == ref.predict(X)) >= 0.995
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        PrimalLinearSVC(C=0.1, tol=1e-12, max_iter=2, solver="lbfgs").fit(X, y)
+    # "auto": liblinear on narrow inputs, L-BFGS from LBFGS_MIN_FEATURES on
+    wide = np.hstack([X, np.zeros((len(X), pipelines.LBFGS_MIN_FEATURES - X.shape[1]))])
+    assert PrimalLinearSVC().fit(X, y).solver_ == "liblinear"
+    assert PrimalLinearSVC().fit(wide, y).solver_ == "lbfgs"
+
+
+@pytest.mark.parametrize("gamma", [0.05, "scale"])
+def test_kernel_rbf_svc_is_svc_with_an_rbf_kernel(gamma):
+    X, y = make_blobs(300, 8, centers=3, cluster_std=4.0, random_state=2)
+    ref = SVC(C=3.0, gamma=gamma).fit(X[:200], y[:200])
+    ours = KernelRBFSVC(C=3.0, gamma=gamma, precompute=True).fit(X[:200], y[:200])
+    assert ours.gamma_ == pytest.approx(ref._gamma)
+    assert np.allclose(ours.decision_function(X[200:]), ref.decision_function(X[200:]),
+                       atol=1e-8)
+    assert np.array_equal(ours.predict(X[200:]), ref.predict(X[200:]))
+    assert np.array_equal(np.sort(ours.svc_.support_), np.sort(ref.support_))
+    own = KernelRBFSVC(C=3.0, gamma=gamma).fit(X[:200], y[:200])    # narrow: libsvm's kernel
+    assert not own.precompute_ and np.array_equal(own.predict(X[200:]), ref.predict(X[200:]))
+
+
+def test_rbf_search_on_shared_distances_scores_like_independent_svcs():
+    X, y = _blobs(300, std=5.0)
+    grid = pipelines.make("rbf_svm", n_features=12)[1]
+    grid = [{k.split("__", 1)[1]: v for k, v in p.items()} for p in grid]
+    shared = pipelines.sweep_rbf_gram(KernelRBFSVC(precompute=True), X[:200], y[:200], X[200:],
+                                      y[200:], grid, n_jobs=2)
+    alone = pipelines.sweep_each(SVC(), X[:200], y[:200], X[200:], y[200:], grid)
+    assert shared == alone and len(set(shared)) > 1
 
 
 # ----------------------------------------------------------------------------- protocol
@@ -134,14 +181,39 @@ def test_shipped_logreg_search_picks_the_c_of_the_full_45_value_search():
     assert np.max(np.abs(np.subtract(full[pick(full) - 2:pick(full) + 3], cold))) <= 0.01
 
 
-def test_boosting_truncation_equals_fewer_rounds():
-    X, y = _blobs(200, std=5.0)
-    est = LabelEncodedClassifier(XGBClassifier(n_estimators=30, max_depth=2, n_jobs=1,
+def test_xgboost_rounds_are_chosen_by_early_stopping_on_validation_and_refitted():
+    X, y = _blobs(400, std=7.0, seed=3)
+    Xf, yf, Xv, yv = X[:300], y[:300], X[300:], y[300:]
+    est = LabelEncodedClassifier(XGBClassifier(max_depth=2, learning_rate=0.3, n_jobs=1,
                                                random_state=0))
-    grid = [{"estimator__n_estimators": n} for n in (5, 30)]
-    swept = pipelines.sweep_boosting_rounds(est, X[:150], y[:150], X[150:], y[150:], grid)
-    alone = pipelines.sweep_each(est, X[:150], y[:150], X[150:], y[150:], grid)
-    assert swept == alone
+    n = 300
+    [(score, chosen)] = pipelines.sweep_early_stopping(
+        est, Xf, yf, Xv, yv, [{"estimator__n_estimators": n}])
+    rounds = chosen["estimator__n_estimators"]
+    # every truncation of one booster grown to n rounds, scored on the same val rows
+    full = clone(est).set_params(estimator__n_estimators=n).fit(Xf, yf)
+    acc = [float(np.mean(np.argmax(full.estimator_.predict_proba(
+        Xv, iteration_range=(0, r)), axis=1) == yv)) for r in range(1, n + 1)]
+    assert score == acc[rounds - 1]
+    seen = acc[:min(n, rounds + pipelines.XGB_PATIENCE)]    # what boosting got to see
+    assert score == max(seen) and all(a < score for a in acc[:rounds - 1])   # the first best
+    assert rounds + pipelines.XGB_PATIENCE < n      # it did stop early
+    # fit_select refits that many rounds on train + val and records them
+    model, info = protocol.fit_select("xgboost", X[:300], y[:300], n_jobs=1)
+    r = info["best_params"]["clf__estimator__n_estimators"]
+    assert 1 <= r <= 200 and [s["params"] for s in info["val_scores"]] == [info["best_params"]]
+    assert model[-1].estimator_.get_booster().num_boosted_rounds() == r
+    assert f"clf__estimator__n_estimators = {r}" in info["notes"]
+    # with cross-validation (small label budgets) the folds' median number of rounds
+    cv_model, cv_info = protocol.fit_select_cv("xgboost", X[:60], y[:60], folds=3, seed=0,
+                                               n_jobs=1)
+    from sklearn.model_selection import StratifiedKFold
+    per_fold = [pipelines.sweep_early_stopping(
+        clone(model[-1]), X[:60][tr], y[:60][tr], X[:60][va], y[:60][va],
+        [{"estimator__max_depth": 6, "estimator__n_estimators": 200}])[0][1]
+        ["estimator__n_estimators"]
+        for tr, va in StratifiedKFold(3, shuffle=True, random_state=0).split(X[:60], y[:60])]
+    assert cv_info["best_params"]["clf__estimator__n_estimators"] == int(np.median(per_fold))
 
 
 def test_xgboost_with_non_contiguous_labels_predicts_the_original_labels():
@@ -165,6 +237,15 @@ def test_rbf_svm_fits_a_stratified_subset_and_says_so():
     assert "Fitted on a stratified subset of 120 of 300 train + val rows" in info["notes"]
     small = protocol.fit_select("rbf_svm", X[:100], y[:100], n_jobs=1)[1]
     assert "Fitted on a stratified subset" not in small["notes"] and small["n_train"] == 100
+
+
+@pytest.mark.parametrize("name", ["linear_svm", "rbf_svm", "random_forest", "xgboost"])
+def test_the_same_seed_gives_the_same_selection_and_model(name):
+    X, y = _blobs(300, std=6.0)
+    (ma, a), (mb, b) = (protocol.fit_select(name, X[:240], y[:240], seed=4, n_jobs=2)
+                        for _ in range(2))
+    assert a["val_scores"] == b["val_scores"] and a["best_params"] == b["best_params"]
+    assert np.array_equal(ma.predict(X[240:]), mb.predict(X[240:]))
 
 
 def test_selection_is_seeded():
