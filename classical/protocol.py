@@ -192,8 +192,9 @@ def _grid_scores(entry, pipe, grid, Xf, yf, Xv, yv, n_jobs, notes) -> tuple[list
         if entry.sweep is not None:
             got = entry.sweep(clf, Xf, yf, Xv, yv, sub, n_jobs)
         else:
+            # on Dask every grid point is a task (the workers are the parallelism)
             got = pipelines.sweep_each(clf, Xf, yf, Xv, yv, sub, n_jobs,
-                                       parallel=entry.parallel_grid)
+                                       parallel=entry.parallel_grid or _SEARCH_ON_DASK.get())
     _record_warnings(caught, notes, "grid point(s) of the search")
     scores, chosen = [None] * len(grid), [{} for _ in grid]
     for i, v in zip(feasible, got):
