@@ -72,18 +72,34 @@ def belongs(row: dict, cfg: dict) -> bool:
     return row.get("experiment") == experiment_id(cfg)
 
 
+def latest(rows) -> list:
+    """One row per method: when a method's definition changed (a classifier's grid or solver, a
+    fine-tuning version: a new run id), only its newest row (by `created`), in table order."""
+    key = lambda r: (r.get("stage"), r.get("method"), r.get("cut"), r.get("classifier"),  # noqa: E731
+                     r.get("depth"), r.get("labels_per_class") or 0, r.get("seed"))
+    newest = {}
+    for r in rows:
+        if key(r) not in newest or (r.get("created") or "") >= (newest[key(r)].get("created") or ""):
+            newest[key(r)] = r
+    keep = {id(r) for r in newest.values()}
+    return [r for r in rows if id(r) in keep]
+
+
 def comparable(rows, cfg) -> list:
     """The rows a report compares: this experiment (`experiment_id`), its seed and its label
-    budget. Older or other rows stay in the table but are never mixed in."""
+    budget, the newest row of each method (`latest`). Older or other rows stay in the table but
+    are never mixed in."""
     seed, budget = cfg["experiment"]["seed"], cfg["dataset"].get("labels_per_class", 0)
-    return [r for r in rows if belongs(r, cfg) and r.get("seed") == seed
-            and (r.get("labels_per_class") or 0) == budget]
+    return latest([r for r in rows if belongs(r, cfg) and r.get("seed") == seed
+                   and (r.get("labels_per_class") or 0) == budget])
 
 
 def curve_rows(rows, cfg) -> list:
-    """This experiment's label-efficiency rows (other budgets or seeds than the main ones)."""
-    mine = {r["run_id"] for r in comparable(rows, cfg)}
-    return [r for r in rows if belongs(r, cfg) and r["run_id"] not in mine]
+    """This experiment's label-efficiency rows (other budgets or seeds than the main ones), the
+    newest row of each method, budget and seed."""
+    seed, budget = cfg["experiment"]["seed"], cfg["dataset"].get("labels_per_class", 0)
+    return latest([r for r in rows if belongs(r, cfg) and not (
+        r.get("seed") == seed and (r.get("labels_per_class") or 0) == budget)])
 
 
 def read(path) -> list[dict]:

@@ -227,7 +227,8 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
         raise FileNotFoundError(
             f"No results of this experiment in {table} ({len(every)} rows of other experiments). "
             f"Run `make classify` (and `make finetune`) first, or pass the right --run-dir.")
-    others = len(every) - len(rows) - len(results.curve_rows(every, cfg))
+    others = len(every) - len(rows) - len(results.curve_rows(every, cfg))   # other experiments,
+    # or superseded definitions of a method (`results.latest`)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     names = class_names_of(run_dir, rows)
@@ -249,8 +250,10 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
           "used to choose. The significance tests compare pairs fixed before test was read.", ""]
     if others:
         md += [f"{others} older row(s) in results.csv belong to other experiments (other splits, "
-               f"seed, backbone, extraction or protocol version) and are not compared here; "
-               f"`make archive-results` moves them to results-archive.csv.", ""]
+               f"seed, backbone, extraction or protocol version) or to a superseded definition "
+               f"of a method (only each method's newest row is compared) and are not compared "
+               f"here; `make archive-results` moves other experiments' rows to "
+               f"results-archive.csv.", ""]
     tests = mcnemar_tests(rows, best, run_dir, names)
     md += ["## What it says", "", summary(rows, best, tests), ""]
 

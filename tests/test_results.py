@@ -28,3 +28,19 @@ def test_a_change_of_method_settings_keeps_the_experiment(tmp_path):
     b = config.load(None, ["dataset.name=digits", "classical.bootstrap=10", "finetune.epochs=1"])
     c = config.load(None, ["dataset.name=digits", "extract.pooling=max"])
     assert results.experiment_id(a) == results.experiment_id(b) != results.experiment_id(c)
+
+
+def test_only_the_newest_definition_of_a_method_is_compared():
+    """A classifier whose definition changed gets a new run id; the report compares its newest
+    row only, never both (which would let the old one win the validation choice)."""
+    from cutpoint import config
+    cfg = config.load(None, [])
+    old = results.new_row(cfg, run_id="a", stage="classical", method="pixels+xgboost",
+                          cut="pixels", classifier="xgboost", val_accuracy=0.99, accuracy=0.9,
+                          created="2026-01-01T00:00:00+00:00")
+    new = dict(old, run_id="b", val_accuracy=0.95, created="2026-02-01T00:00:00+00:00")
+    other = dict(old, run_id="c", cut="block3", created="2025-01-01T00:00:00+00:00")
+    curve = dict(old, run_id="d", labels_per_class=5, seed=1)
+    rows = [old, new, other, curve]
+    assert [r["run_id"] for r in results.comparable(rows, cfg)] == ["b", "c"]
+    assert [r["run_id"] for r in results.curve_rows(rows, cfg)] == ["d"]
