@@ -105,6 +105,9 @@ DEFAULTS: dict = {
         # declared settings (the middle learning-rate candidate, finetune.epochs epochs).
         "depths": ["0", "all", "scratch"],
         "min_steps_per_epoch": 25,  # a few-label epoch repeats its rows to this many batches
+        # Fine-tuning batch in the curve's cells (at most the subset's rows): few-label training
+        # takes small batches; the full-budget stage keeps finetune.batch_size.
+        "batch_size": 32,
     },
     "umap": {
         "n_neighbors": 15,

@@ -136,13 +136,15 @@ class Context:
         self.n_classes = len(target.class_names)
         self.precision = cfg["extract"].get("precision", "float32")  # extraction's compute
 
-    def pipeline(self, x, y, train: bool, seed=None, min_steps=0):
+    def pipeline(self, x, y, train: bool, seed=None, min_steps=0, batch_size=None):
         """A FRESH pipeline per call, never one shared (and advanced) across runs: 'train' rows
-        shuffled + augmented with `seed`; otherwise plain, in order."""
+        shuffled + augmented with `seed`; otherwise plain, in order. batch_size: the training
+        batch (default finetune.batch_size)."""
         mk = dict(spec=self.spec, input_shape=self.input_shape, resize_method=self.resize_method)
         if train:   # a batch is never larger than the rows (a 5-image subset: batches of 5)
             return _pipeline(x, y, augment=self.fcfg["augment"], shuffle=True, seed=seed,
-                             min_steps=min_steps, batch_size=min(self.fcfg["batch_size"], len(x)),
+                             min_steps=min_steps,
+                             batch_size=min(batch_size or self.fcfg["batch_size"], len(x)),
                              **mk)
         mk["batch_size"] = self.fcfg["batch_size"]
         return _pipeline(x, y, augment=[], shuffle=False, seed=0, **mk)
@@ -170,12 +172,14 @@ class Context:
         return [fm.predict(self.pipeline(x, np.zeros(len(x), np.int64), train=False),
                            verbose=0).astype(np.float32, copy=False) for x in xs]
 
-    def train(self, depth, fit, val, seed: int, probe=None, min_steps=0, declared_lr=None):
+    def train(self, depth, fit, val, seed: int, probe=None, min_steps=0, declared_lr=None,
+              batch_size=None):
         """One baseline at `depth` trained on fit = (images, labels), selecting on val (None
         with `declared_lr`). Returns (model, info) as `finetune.train_at_depth`."""
         def make_ds(split, ds_seed=None):
             if split == "train":
-                return self.pipeline(*fit, train=True, seed=ds_seed, min_steps=min_steps)
+                return self.pipeline(*fit, train=True, seed=ds_seed, min_steps=min_steps,
+                                     batch_size=batch_size)
             return self.pipeline(*{"train_plain": fit, "val": val}[split], train=False)
 
         # A fresh backbone per build: earlier runs must not leak trained weights into this one.
