@@ -145,10 +145,7 @@ def describe(r) -> str:
     return "trained from scratch"
 
 
-def _sort_key(r):
-    """Best first BY VALIDATION ACCURACY (never test); ties: the cheaper fit, then the name."""
-    return (-(r["val_accuracy"] if r.get("val_accuracy") is not None else -1),
-            r.get("fit_seconds") or 0, r.get("method") or "", r.get("cut") or "")
+_sort_key = results.rank_key   # best first by validation accuracy (never test), ties declared
 
 
 def results_table(rows) -> str:

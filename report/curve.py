@@ -37,7 +37,7 @@ def _pick(cands: list) -> dict:
     """The selection-chosen row of a family at one (budget, seed)."""
     scored = [r for r in cands if r.get("val_accuracy") is not None]
     if scored:
-        return max(scored, key=lambda r: (r["val_accuracy"], -(r.get("fit_seconds") or 0)))
+        return min(scored, key=results.rank_key)
     pre = [r for r in cands if r.get("classifier") == FALLBACK_CLASSIFIER] or cands
     return max(pre, key=lambda r: r.get("frozen_blocks") or 0)   # the deepest cut
 

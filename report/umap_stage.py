@@ -197,8 +197,7 @@ def best_classical(rows, cut):
     accuracy) that saved its predictions, or None."""
     cand = [r for r in rows if r["stage"] == "classical" and r.get("cut") == cut
             and r.get("predictions") and r.get("val_accuracy") is not None]
-    return max(cand, key=lambda r: (r["val_accuracy"], -(r.get("fit_seconds") or 0))) \
-        if cand else None
+    return min(cand, key=results.rank_key) if cand else None
 
 
 def mistakes_for(run_dir, row, ids) -> tuple:

@@ -44,3 +44,18 @@ def test_only_the_newest_definition_of_a_method_is_compared():
     rows = [old, new, other, curve]
     assert [r["run_id"] for r in results.comparable(rows, cfg)] == ["b", "c"]
     assert [r["run_id"] for r in results.curve_rows(rows, cfg)] == ["d"]
+
+
+def test_a_validation_tie_is_broken_by_a_declared_order_never_by_timing():
+    from report.curve import _pick
+
+    def rows(t1, t2):
+        return [dict(run_id="a", stage="classical", method="frozen+rbf_svm", cut="block2",
+                     n_features=64, val_accuracy=0.72, fit_seconds=t1, accuracy=0.78),
+                dict(run_id="b", stage="classical", method="frozen+knn", cut="block1",
+                     n_features=32, val_accuracy=0.72, fit_seconds=t2, accuracy=0.59),
+                dict(run_id="c", stage="classical", method="frozen+logreg", cut="fc",
+                     n_features=128, val_accuracy=0.70, fit_seconds=0.01, accuracy=0.90)]
+    # the same runs timed differently choose the same row: the tie goes to fewer features
+    assert _pick(rows(0.1, 9.0))["run_id"] == _pick(rows(9.0, 0.1))["run_id"] == "b"
+    assert sorted(rows(1, 2), key=results.rank_key)[-1]["run_id"] == "c"   # lower val: last
