@@ -27,8 +27,12 @@ SETS := $(if $(DATASET),--set dataset.name=$(DATASET)) \
         $(if $(SEEDS),--set 'curve.seeds=$(SEEDS)')
 # WORKERS=N: a Dask LocalCluster of N processes; SCHEDULER=tcp://…: an existing Dask cluster.
 DASK = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
-CODE = $(wildcard cutpoint/*.py embeddings/*.py)
+# What each stage reads: the core, the backbones package, its own package, and the config
+# sections in its stamp ($(RUN)/.stage/<stage>.toml, rewritten only when those sections change).
+CORE = $(wildcard cutpoint/*.py embeddings/*.py)
+BACKBONES = $(wildcard backbones/*.py)
 RESOLVED := $(RUN)/config.toml
+STAGE = $(RUN)/.stage
 
 .DEFAULT_GOAL := help
 .PHONY: help venv data extract classify finetune umap report all curve archive-results test test-fast bench clean FORCE
@@ -48,33 +52,38 @@ data: ## Install Fashion-MNIST from Debian (dataset-fashion-mnist) when possible
 	@bash .ci/install-data || true
 
 $(RESOLVED): FORCE $(VENV_STAMP)
-	@$(PY) -m cutpoint resolve --config $(CONFIG) $(SETS) --out $@
+	@$(PY) -m cutpoint resolve --config $(CONFIG) $(SETS) --out $@ --stamps $(STAGE)
+# Written by the resolve above; make re-reads their times, so only changed ones count.
+$(STAGE)/%.toml: $(RESOLVED) ;
 
 # The target is extract.json, written last and only by a completed extraction: a killed or failed
 # run leaves no target, so the next `make extract` resumes the store from its last committed chunk.
 # A store deleted by hand forces the stage too.
 extract: $(RUN)/extract.json ## Train the backbone if needed and embed the dataset at every cut point
-$(RUN)/extract.json: $(RESOLVED) $(CODE) $(wildcard extract/*.py) $(if $(wildcard $(RUN)/embeddings.h5),,FORCE) | data
+$(RUN)/extract.json: $(STAGE)/extract.toml $(CORE) $(BACKBONES) $(wildcard extract/*.py) $(if $(wildcard $(RUN)/embeddings.h5),,FORCE) | data
 	$(PY) -m extract --config $(RESOLVED) --run-dir $(RUN) $(DASK)
 
 classify: $(RUN)/classical/done.json ## Tuned sklearn/XGBoost pipelines on every cut point
-$(RUN)/classical/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard classical/*.py)
+$(RUN)/classical/done.json: $(RUN)/extract.json $(STAGE)/classify.toml $(CORE) $(wildcard classical/*.py)
 	$(PY) -m classical run --config $(RESOLVED) --run-dir $(RUN) $(DASK)
 
 finetune: $(RUN)/finetune/done.json ## Fine-tuned baselines at every depth, and from scratch
-$(RUN)/finetune/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard finetune/*.py)
+# Fine-tuning reads the images and the trained backbone (it trains it when missing), never
+# the embedding store.
+$(RUN)/finetune/done.json: $(STAGE)/finetune.toml $(CORE) $(BACKBONES) $(wildcard finetune/*.py)
 	$(PY) -m finetune --config $(RESOLVED) --run-dir $(RUN)
 
 umap: $(RUN)/umap/done.json ## UMAP pictures of every cut point's embeddings
-$(RUN)/umap/done.json: $(RUN)/extract.json $(RUN)/classical/done.json $(RESOLVED)
+# UMAP colours each picture by the validation-chosen classifier's mistakes at that cut.
+$(RUN)/umap/done.json: $(RUN)/extract.json $(RUN)/classical/done.json $(STAGE)/umap.toml $(CORE) report/umap_stage.py report/plots.py
 	$(PY) -m report umap --config $(RESOLVED) --run-dir $(RUN)
 
 report: $(RUN)/report/report.md ## The side-by-side report (Markdown + PNGs)
-$(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/done.json) $(wildcard $(RUN)/umap/done.json) $(wildcard $(RUN)/curve/done.json) $(wildcard report/*.py)
+$(RUN)/report/report.md: $(RUN)/classical/done.json $(wildcard $(RUN)/finetune/done.json) $(wildcard $(RUN)/umap/done.json) $(wildcard $(RUN)/curve/done.json) $(STAGE)/report.toml $(CORE) $(wildcard report/*.py)
 	$(PY) -m report build --config $(RESOLVED) --run-dir $(RUN)
 
 curve: $(RUN)/curve/done.json ## Label-efficiency curve: every method at each labels-per-class budget x seed
-$(RUN)/curve/done.json: $(RUN)/extract.json $(RESOLVED) $(CODE) $(wildcard curve/*.py classical/*.py finetune/*.py report/curve.py)
+$(RUN)/curve/done.json: $(RUN)/extract.json $(STAGE)/curve.toml $(CORE) $(BACKBONES) $(wildcard curve/*.py classical/*.py finetune/*.py) report/curve.py
 	$(PY) -m curve --config $(RESOLVED) --run-dir $(RUN)
 
 all: extract classify finetune umap report ## Every stage on the configured experiment

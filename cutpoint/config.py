@@ -224,6 +224,25 @@ def load(path=None, overrides=()) -> dict:
     return cfg
 
 
+# The sections each Makefile stage reads: `python -m cutpoint resolve --stamps DIR` writes one
+# file per stage with only these, rewritten only when they change, so a config edit re-runs
+# exactly the stages that read what changed (an [umap] edit never re-runs classify).
+_DATA = ("experiment", "dataset", "backbone", "train", "extract")
+STAGE_SECTIONS = {
+    "extract": _DATA,
+    "classify": _DATA + ("classical",),
+    "finetune": _DATA + ("classical", "finetune"),      # classical: bootstrap, n_jobs
+    "curve": _DATA + ("classical", "finetune", "curve"),
+    "umap": _DATA + ("umap",),
+    "report": tuple(DEFAULTS),
+}
+
+
+def stage_view(cfg: dict, stage: str) -> dict:
+    """The part of a resolved config that stage `stage` reads (`STAGE_SECTIONS`)."""
+    return {s: cfg[s] for s in STAGE_SECTIONS[stage]}
+
+
 def config_hash(cfg: dict, sections=None) -> str:
     """Hash of the given sections (all by default): the key that decides whether work is redone."""
     part = {s: cfg[s] for s in (sections or cfg)}

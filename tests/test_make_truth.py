@@ -38,7 +38,9 @@ def test_killed_extraction_is_redone_by_make_and_ends_identical(tmp_path, monkey
                     'target_classes = []\n[backbone]\nname = "small_vgg"\nweights = "none"\n'
                     '[extract]\nbatch_size = 16\nchunk_rows = 32\npixels = false\n')
     run = tmp_path / "run"
-    config.write_if_changed(run / "config.toml", config.to_toml(config.load(conf)))
+    from cutpoint.__main__ import main as cutpoint_main
+    cutpoint_main(["resolve", "--config", str(conf), "--out", str(run / "config.toml"),
+                   "--stamps", str(run / ".stage")])
     cfg = config.load(run / "config.toml")
 
     real = store.write_rows
@@ -90,3 +92,47 @@ def test_failed_classical_run_prints_the_reason_and_exits_nonzero(tmp_path, caps
     assert "error: 2 of 2 classical runs failed" in err
     assert "is incomplete" in err and "`make extract`" in err and "make classify" in err
     assert "embeddings/c1 logreg" in err and not (run / "classical" / "done.json").exists()
+
+
+def test_a_config_edit_reruns_only_the_stages_that_read_it(tmp_path):
+    """Each stage's target depends on its own stamp (the sections it reads): an [umap] edit
+    leaves extract and classify done; a [classical] edit re-runs classify, never extract."""
+    import os
+    import sys
+    import time
+    conf, run = tmp_path / "exp.toml", tmp_path / "run"
+    base = '[dataset]\nname = "digits"\n'
+
+    def resolve(extra=""):
+        conf.write_text(base + extra)
+        subprocess.run([sys.executable, "-m", "cutpoint", "resolve", "--config", str(conf),
+                        "--out", str(run / "config.toml"), "--stamps", str(run / ".stage")],
+                       cwd=ROOT, check=True, capture_output=True)
+
+    def age(paths, seconds_ago):
+        t = time.time() - seconds_ago
+        for p in paths:
+            os.utime(p, (t, t))
+
+    def dry(target):
+        return subprocess.run(
+            ["make", "-n", "-o", ".venv/.stamp-requirements", "-o", "data", "-o",
+             f"{run}/config.toml", target, f"CONFIG={conf}", f"RUN={run}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+
+    resolve()
+    done = [run / "embeddings.h5", run / "extract.json", run / "classical" / "done.json"]
+    for p in done:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{}")
+    age([run / "config.toml", *(run / ".stage").iterdir()], 100)
+    age(done, 0)        # done now: newer than the code, older than any later stamp
+    assert "-m classical" not in dry("classify") and "-m extract" not in dry("classify")
+
+    resolve('[umap]\nn_neighbors = 5\n')
+    assert "-m classical" not in dry("classify")
+    assert "-m report umap" in dry("umap")
+
+    resolve('[umap]\nn_neighbors = 5\n[classical]\nbootstrap = 10\n')
+    out = dry("classify")
+    assert "-m classical" in out and "-m extract" not in out
