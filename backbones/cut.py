@@ -158,8 +158,9 @@ def describe_registry(input_size_small: bool = True) -> str:
                      f"{spec.channels or 'any':<10}{describe_preprocess(spec)} "
                      f"→ [{lo:g}, {hi:g}]")
         if spec.kind == "pixels":
-            lines.append(f"  {'pixels':<10} → {'input':<22} → h × w × c at most "
-                         "extract.pixels_size (area-resized): the raw-pixel baseline")
+            (alias, layer), = spec.cuts.items()
+            lines.append(f"  {alias:<10} → {layer:<22} → h × w × c (longest side at most "
+                         "extract.pixels_size, area-resized)")
             continue
         size = 32 if spec.own else (spec.min_size if input_size_small else spec.native_size)
         model = spec.builder((size, size, spec.channels or 3), None)
