@@ -50,18 +50,18 @@ def child(args: dict) -> dict:
 
     from benchmarks import flops
     from benchmarks.extraction import time_forward
-    from extract import backbones
-    from extract.extractor import make_forward
+    from backbones.cut import cut_model, resolve_cuts
+    from backbones.embed import make_forward
+    from backbones.weights import load_backbone, with_precision
 
     keras.utils.set_random_seed(0)
     px, batch = args["px"], args["batch"]
-    model, spec, _ = backbones.load_backbone("mobilenet_v2", weights="none",
-                                             input_shape=(px, px, 3))
-    pairs = backbones.resolve_cuts(model, spec, list(spec.cuts))
-    cm = backbones.cut_model(model, [layer for _, layer in pairs], pooling="avg")
+    model, spec, _ = load_backbone("mobilenet_v2", weights="none", input_shape=(px, px, 3))
+    pairs = resolve_cuts(model, spec, list(spec.cuts))
+    cm = cut_model(model, [layer for _, layer in pairs], pooling="avg")
     mflops = flops.count(cm)["total"] / 1e6
-    cm = backbones.with_precision(cm, args.get("precision", "float32"))
-    forward = make_forward(cm, backbones.preprocess_fn(spec), (px, px), 3)
+    cm = with_precision(cm, args.get("precision", "float32"))
+    forward = make_forward(cm, spec, (px, px, 3))
     x = tf.constant(np.random.default_rng(0).integers(0, 256, (batch, px, px, 3), np.uint8))
     for _ in range(2):
         outs = [o.numpy() for o in forward(x)]

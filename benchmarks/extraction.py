@@ -1,6 +1,6 @@
 """Extraction throughput of the compiled forward pass, as a fraction of the matmul peak.
 
-Measured through `extract.extractor.make_forward` (the path `make extract` runs: uint8 batch →
+Measured through `backbones.embed.make_forward` (the path `make extract` runs: uint8 batch →
 cast, channels, preprocessing, ONE model tapping every registry cut point, pooled outputs →
 numpy), random weights, random uint8 batches already in memory (data loading and HDF5 writing
 are measured by the other sections). Each batch size is warmed up (traced) first; then batches
@@ -19,15 +19,14 @@ GOALS = {"small_vgg": 0.85, "resnet50": 0.85, "mobilenet_v2": 0.60}
 
 def build_forward(backbone: str, px: int, channels: int, cuts=None):
     """(forward, cut_model, cut aliases) for a backbone with random weights and every cut point."""
-    from extract import backbones
-    from extract.extractor import make_forward
+    from backbones.cut import cut_model, resolve_cuts
+    from backbones.embed import make_forward
+    from backbones.weights import load_backbone
 
-    model, spec, _ = backbones.load_backbone(backbone, weights="none",
-                                             input_shape=(px, px, channels))
-    pairs = backbones.resolve_cuts(model, spec, list(cuts if cuts is not None else spec.cuts))
-    cm = backbones.cut_model(model, [layer for _, layer in pairs], pooling="avg")
-    h, w, c = (int(d) for d in model.input.shape[1:4])
-    forward = make_forward(cm, backbones.preprocess_fn(spec), (h, w), c)
+    model, spec, _ = load_backbone(backbone, weights="none", input_shape=(px, px, channels))
+    pairs = resolve_cuts(model, spec, list(cuts if cuts is not None else spec.cuts))
+    cm = cut_model(model, [layer for _, layer in pairs], pooling="avg")
+    forward = make_forward(cm, spec, tuple(int(d) for d in model.input.shape[1:4]))
     return forward, cm, [a for a, _ in pairs]
 
 

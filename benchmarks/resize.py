@@ -29,7 +29,7 @@ def _dataset(x):
 def _rate(dataset, forward, batch: int, size) -> float:
     """Images/s of the extractor's pipeline + forward pass over the whole dataset."""
     import numpy as np
-    from extract.extractor import image_pipeline
+    from backbones.inputs import image_pipeline
     t0, n = time.perf_counter(), 0
     for x in image_pipeline(dataset, np.arange(len(dataset)), batch, size=size):
         n += len([o.numpy() for o in forward(x)][0])
@@ -41,26 +41,29 @@ def run(sizes: dict, ctx: dict) -> dict:
     import keras
     import numpy as np
 
+    from backbones import registry
+    from backbones.cut import cut_model, resolve_cuts
+    from backbones.embed import make_forward
+    from backbones.inputs import input_shape_for
+    from backbones.weights import load_backbone
     from cutpoint import datasets as cds
-    from extract import backbones
-    from extract.extractor import make_forward
 
     peak = ctx.get("peak_gflops")
     rows, targets = [], []
     for cfg in sizes["configs"]:
         name, native, px, ch = cfg["backbone"], cfg["native"], cfg["px"], cfg["channels"]
         n, batch = cfg["n"], cfg["batch"]
-        spec = backbones.get_spec(name)
-        shape = backbones.input_shape_for(spec, (native, native, ch), px)
-        model, spec, _ = backbones.load_backbone(name, weights="none", input_shape=shape)
-        pairs = backbones.resolve_cuts(model, spec, list(spec.cuts))
-        cm = backbones.cut_model(model, [layer for _, layer in pairs], pooling="avg")
+        spec = registry.get(name)
+        shape = input_shape_for(spec, (native, native, ch), px)
+        model, spec, _ = load_backbone(name, weights="none", input_shape=shape)
+        pairs = resolve_cuts(model, spec, list(spec.cuts))
+        cm = cut_model(model, [layer for _, layer in pairs], pooling="avg")
         h, w, c = (int(d) for d in model.input.shape[1:4])
         mflops = flops.count(cm)["total"] / 1e6
         x_native, _ = synthetic_images(n, native, ch, seed=0)
         x_pre = np.stack([cds._resize(im, (px, px)) for im in x_native])   # Pillow, beforehand
         data = {"resize": _dataset(x_native), "pre-resized": _dataset(x_pre)}
-        fwd = {k: make_forward(cm, backbones.preprocess_fn(spec), (h, w), c) for k in data}
+        fwd = {k: make_forward(cm, spec, (h, w, c)) for k in data}
         for k, ds in data.items():   # trace + warm up each path's own compiled function
             _rate(_dataset(ds.images(np.arange(min(n, 2 * batch)))), fwd[k], batch, (h, w))
         best = {k: 0.0 for k in data}

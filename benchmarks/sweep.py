@@ -26,18 +26,19 @@ def naive(npz_path, backbone: str, px: int, channels: int, aliases, out_dir) -> 
     import keras
     import numpy as np
 
-    from extract import backbones
+    from backbones.cut import resolve_cuts
+    from backbones.inputs import prepare_inputs
+    from backbones.weights import load_backbone
 
     t0 = time.perf_counter()
     with np.load(npz_path) as f:
         x = np.concatenate([f["x_train"], f["x_test"]])
     if x.ndim == 3:
         x = x[..., None]
-    base, spec, _ = backbones.load_backbone(backbone, weights="none",
-                                            input_shape=(px, px, channels))
-    x = np.asarray(backbones.preprocess_fn(spec)(x.astype("float32")))
+    base, spec, _ = load_backbone(backbone, weights="none", input_shape=(px, px, channels))
+    x = np.asarray(prepare_inputs(x, spec, (px, px, channels)))
     per_cut = {}
-    for alias, layer in backbones.resolve_cuts(base, spec, list(aliases)):
+    for alias, layer in resolve_cuts(base, spec, list(aliases)):
         t1 = time.perf_counter()
         model = keras.Model(base.input, base.get_layer(layer).output)
         feats = model.predict(x, verbose=0)
@@ -62,7 +63,7 @@ def run(sizes: dict, ctx: dict) -> dict:
     quiet_tf()
     import keras
 
-    from extract import backbones
+    from backbones import registry
 
     rows, targets = [], []
     work = Path(tempfile.mkdtemp(prefix="cutpoint-bench-sweep-"))
@@ -71,7 +72,7 @@ def run(sizes: dict, ctx: dict) -> dict:
             name, px, ch, n = cfg["backbone"], cfg["px"], cfg["channels"], cfg["n"]
             npz = work / f"{name}_{px}.npz"
             write_npz(npz, n, px, ch)
-            all_cuts = list(backbones.get_spec(name).cuts)
+            all_cuts = list(registry.get(name).cuts)
             # Warm-up: TF kernels, Keras and tf.data start-up are paid once, not by the first.
             one_pass(npz, name, px, all_cuts[:1], work / "warmup")
             for k_label, aliases in (("1", all_cuts[-1:]), ("all", all_cuts)):

@@ -391,7 +391,7 @@ def predict_images(model_path, images_path, out) -> int:
     import warnings
 
     from cutpoint import datasets
-    from extract.extractor import embed_images
+    from backbones.embed import embed_images
 
     bundle = _load_bundle(model_path)
     paths = [images_path] if isinstance(images_path, (str, Path)) else list(images_path)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones.registry import is_pixels
+from backbones.train import deterministic_ops
 from classical import pipelines, protocol
 from cutpoint import results
 from cutpoint.provenance import hash_obj
@@ -140,7 +142,7 @@ def run_classical(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -
         model, info = select_and_fit(n, Xtr[pos], ytr[pos], b, c, s, cfg["classical"]["n_jobs"])
         ev = protocol.evaluate(model, Xte, yte, class_names, n_boot=cfg["classical"]["bootstrap"],
                                seed=s)
-        pixels = prov.get("backbone") == "pixels"
+        pixels = is_pixels(prov.get("backbone"))
         row = results.new_row(
             cfg, run_id=rid, stage="classical",
             method=f"{'pixels' if pixels else 'frozen'}+{n}", backbone=prov.get("backbone", ""),
@@ -207,7 +209,6 @@ def _probe_from(model, info, n_classes, seconds):
 
 def run_finetune_cells(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -> list:
     """Every (budget, seed, depth) fine-tuning / scratch cell not yet in results.csv."""
-    from extract.train import deterministic_ops
     with deterministic_ops():
         return _run_finetune_cells(cfg, run_dir, budgets, seeds, progress)
 

@@ -52,8 +52,9 @@ row blocks in order: it writes rows [start, start+k) of EVERY cut, flushes, and 
 the current ``rows_done`` (a gap or an overlap). A crash between the two flushes leaves
 ``rows_done`` at the old value, so the resumed writer, starting at `rows_done(path)`, rewrites the
 same rows with the same values: the result is exactly the uninterrupted one. Before resuming,
-a writer checks ``root_attrs(path)["samples_hash"] == samples_hash(ids, labels, splits)`` (and
-the provenance) so that it fills the same samples in the same order. Readers refuse an
+the extraction (`extract.plan`) checks that the provenance carries the same ``extraction_key``,
+which hashes the rows (content hash, split definition and order) with everything else that
+decides the numbers, so it fills the same samples in the same order. Readers refuse an
 incomplete store (``rows_done < n``) unless asked for the written part explicitly. A file that a
 crash left unreadable is refused with "cannot be opened …; delete it" — never a silently short or
 duplicated matrix.

@@ -1,11 +1,11 @@
-"""extract: the backbone registry, self-trained backbones, and the extraction stage.
+"""extract: the extraction stage — a dataset embedded at every cut point, into the HDF5 store.
 
-- `extract.backbones`: registry (`list_backbones`, `get_spec`, `describe_registry`), weights from
-  every source (`load_backbone`), preprocessing (`preprocess_fn`), input sizes (`input_shape_for`),
-  cut points (`resolve_cuts`, `cut_model`, `cut_widths`, `block_layers`).
-- `extract.models`: the project's own small CNNs (`build_classifier`, `build_trunk`).
-- `extract.train`: self-training an own CNN on the source half (`train_backbone`).
-- `extract.extractor` / `python -m extract`: the extraction stage into the HDF5 store.
+- `extract.extractor` / `python -m extract`: the stage (`extract`): self-train if asked, then the
+  backbone's store and the raw-pixel baseline's.
+- `extract.plan`: planning an extraction of any registry entry, and writing its rows.
+- `extract.distributed`: the same rows sharded over Dask workers.
 
-Submodules import TensorFlow; this package file does not, so `import extract` stays cheap.
+Everything about the backbone itself (registry, weights, cutting, input preparation, own CNNs,
+self-training) is in the `backbones` package. Submodules import TensorFlow; this package file
+does not, so `import extract` stays cheap.
 """

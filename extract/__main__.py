@@ -26,7 +26,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.list:
-            from extract.backbones import describe_registry
+            from backbones.cut import describe_registry
             print(describe_registry())
             return 0
         from cutpoint import config

@@ -9,32 +9,29 @@ cluster (dask-jobqueue, Kubernetes), whose workers must see `run_dir` and the da
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from functools import lru_cache
 from pathlib import Path
 
 from cutpoint.provenance import stable_json
+from cutpoint.splits import prepare
 from embeddings import store
+from extract.plan import plan, run_rows
 
 log = logging.getLogger("cutpoint.extract")
 
 
 @lru_cache(maxsize=2)
 def _worker_plan(cfg_json: str, weights: str):
-    import json
-
-    from cutpoint import datasets as cds
-    from extract.extractor import plan
     cfg = json.loads(cfg_json)
-    return plan(cfg, weights, cds.prepare(cfg))
+    return plan(cfg, weights, prepare(cfg))
 
 
 def extract_shard(cfg_json: str, weights: str, shard_path: str, lo: int, hi: int, index: int):
     """Dask task: embed rows [lo, hi) of the plan's row order into `shard_path`."""
-    import json
-
-    from extract.extractor import run_rows
     p = _worker_plan(cfg_json, weights)
     return run_rows(p, json.loads(cfg_json), Path(shard_path), lo, hi,
                     {"shard": {"index": index, "rows": [lo, hi]}})
@@ -43,8 +40,6 @@ def extract_shard(cfg_json: str, weights: str, shard_path: str, lo: int, hi: int
 def extract_sharded(cfg, run_dir, weights, prepared, path: Path, workers: int = 2,
                     scheduler: str = "") -> dict:
     from dask.distributed import Client, LocalCluster
-
-    from extract.extractor import plan
 
     if weights in ("none", "random", ""):
         raise ValueError(
@@ -71,7 +66,6 @@ def extract_sharded(cfg, run_dir, weights, prepared, path: Path, workers: int = 
     cfg_json = stable_json(cfg)
     cluster = None if scheduler else LocalCluster(n_workers=n_shards, threads_per_worker=1,
                                                   processes=True, dashboard_address=None)
-    import time
     t0 = time.perf_counter()
     with Client(scheduler or cluster) as client:
         futures = [client.submit(extract_shard, cfg_json, weights, sp, lo, hi, i, pure=False)

@@ -2,19 +2,19 @@
 
 Depth k = the number of top blocks unfrozen, by whole blocks (the registry's block ends), never
 cutting through one. k = 0 is a linear probe: the head is the logistic regression of
-`cutpoint.probe` (C chosen on val, standardisation folded into the weights) on the frozen
-backbone, with no gradient training; every k >= 1 starts from that same head and fine-tunes the
-top k blocks + head (linear probe then fine-tune, Kumar et al. 2022), so depth is the only thing
-that changes along the curve. Its learning rate is chosen on validation among a few candidates
-(`train_at_depth`). k = n_blocks unfreezes everything. The backbone runs in inference mode
-(BatchNorm keeps its moving statistics, dropout is off) while its unfrozen weights train, as in
-the Keras transfer-learning guide. The guide's `base(x, training=False)` is NOT enough in Keras
-3.15: a functional model replays its graph with the outer `fit`'s training=True over the node's
-explicit False (keras/src/models/functional.py, `operation_fn`), so frozen BN statistics drift
-and frozen dropout stays on. `InferenceMode` wraps the backbone and calls it with training=False
-itself, which Keras honours. Every change of `trainable` is followed by a compile. Scratch = same
-architecture, random init (seeded), every layer trainable and in training mode (BatchNorm must
-learn its statistics).
+`cutpoint.probe` (C chosen on val, standardisation folded into the weights) on the frozen backbone,
+with no gradient training; every k >= 1 starts from that same head and fine-tunes the top k blocks
++ head (linear probe then fine-tune, Kumar et al. 2022), so depth is the only thing that changes
+along the curve. Its learning rate is chosen on validation among a few candidates
+(`train_at_depth`). k = n_blocks unfreezes everything; `BackboneSpec.frozen_blocks` turns k into
+the results' frozen_blocks. The backbone runs in inference mode (BatchNorm keeps its moving
+statistics, dropout is off) while its unfrozen weights train, as in the Keras transfer-learning
+guide. The guide's `base(x, training=False)` is NOT enough in Keras 3.15: a functional model
+replays its graph with the outer `fit`'s training=True over the node's explicit False
+(keras/src/models/functional.py, `operation_fn`), so frozen BN statistics drift and frozen dropout
+stays on. `InferenceMode` wraps the backbone and calls it with training=False itself, which Keras
+honours. Every change of `trainable` is followed by a compile. Scratch = same architecture, random
+init (seeded), every layer trainable and in training mode (BatchNorm must learn its statistics).
 """
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+from backbones.cut import block_layers
 
 log = logging.getLogger("cutpoint.finetune")
 
@@ -55,8 +57,6 @@ def parse_depths(requested, n_blocks: int) -> list:
 
 def set_depth(base, spec, k: int) -> None:
     """Unfreeze exactly the top k blocks of `base` (and freeze the rest)."""
-    from extract.backbones import block_layers
-
     groups = block_layers(base, spec)
     if not 0 <= k <= len(groups):
         raise DepthError(f"Depth {k} is out of range: the backbone has {len(groups)} blocks.")

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones import registry
+from backbones.inputs import apply_channels, input_shape_for
+from backbones.train import batches, deterministic_ops, ensure_self_trained
+from backbones.weights import load_backbone, with_precision
 from cutpoint import config as cconfig
-from cutpoint import datasets as cds
 from cutpoint import results
 from cutpoint.metrics import classification_metrics
 from cutpoint.provenance import hash_obj
 from cutpoint.probe import PROBE_RULE, fit_probe
+from cutpoint.splits import prepare
 from finetune.finetune import (build_model, feature_model, parse_depths, run_seed, save_run,
                                set_depth, timed_predict, train_at_depth)
 
@@ -30,41 +34,8 @@ log = logging.getLogger("cutpoint.finetune")
 # Part of every run id: bump it when a change to the training code changes the numbers, so
 # finished runs are redone rather than skipped.
 FINETUNE_VERSION = 3
-
-
-def _pipeline(x, y, spec, input_shape, batch_size, augment, seed, shuffle, min_steps=0,
-              resize_method="bilinear"):
-    """uint8 images → float [0, 255] at the backbone's size and channels → augment → preprocess.
-
-    min_steps: an epoch is at least this many batches (the rows repeated, each copy augmented
-    anew), so a few-label subset still gets real training per epoch (the curve's small budgets);
-    0: one pass."""
-    import tensorflow as tf
-    from extract.backbones import preprocess_fn
-    from extract.train import augmentation
-
-    h, w, c = input_shape
-    steps = augmentation(augment, seed)
-    pre = preprocess_fn(spec)
-
-    def prep(xb, yb):
-        xb = tf.cast(xb, tf.float32)
-        if c == 3 and xb.shape[-1] == 1:
-            xb = tf.repeat(xb, 3, axis=-1)
-        if tuple(xb.shape[1:3]) != (h, w):
-            xb = tf.clip_by_value(tf.image.resize(xb, (h, w), method=resize_method), 0.0, 255.0)
-        for layer in steps:
-            xb = layer(xb, training=True)
-        return pre(xb), yb
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    repeat = -(-min_steps * batch_size // len(x)) if min_steps else 1
-    if repeat > 1:
-        ds = ds.repeat(repeat)
-    if shuffle:
-        ds = ds.shuffle(min(len(x) * repeat, 20000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+# Training rows are shuffled within a buffer of at most this many (memory; self-training: all).
+SHUFFLE_BUFFER = 20000
 
 
 def _selection(depth, fcfg) -> str:
@@ -96,7 +67,6 @@ def run_identity(cfg: dict, depth, bprov: dict, input_shape, split_def) -> dict:
 
 def run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
     """Run every requested depth not already in the results table. Returns the new rows."""
-    from extract.train import deterministic_ops
     with deterministic_ops():
         return _run_finetune(cfg, run_dir, prepared, depths)
 
@@ -108,22 +78,19 @@ class Context:
     (`curve.run`, on subsets of the train split) both train through it."""
 
     def __init__(self, cfg: dict, run_dir, prepared=None):
-        from extract import backbones
-        from extract.extractor import apply_channels, ensure_self_trained
-
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.fcfg, bcfg = cfg["finetune"], cfg["backbone"]
-        self.prepared = apply_channels(cfg, prepared or cds.prepare(cfg, run_dir=self.run_dir))
+        self.prepared = apply_channels(cfg, prepared or prepare(cfg, run_dir=self.run_dir))
         target = self.target = self.prepared["target"]
         weights = bcfg["weights"]
         if weights == "self":
             weights = str(ensure_self_trained(cfg, self.run_dir, self.prepared))
         self.weights, self.name = weights, bcfg["name"]
-        self.spec = backbones.get_spec(bcfg["name"])
-        self.input_shape = backbones.input_shape_for(self.spec, target.image_shape,
-                                                     bcfg.get("input_size", 0))
-        _, _, self.bprov = backbones.load_backbone(bcfg["name"], weights=weights,
-                                                   input_shape=self.input_shape)
+        self.spec = registry.get(bcfg["name"])
+        self.input_shape = input_shape_for(self.spec, target.image_shape,
+                                           bcfg.get("input_size", 0))
+        _, _, self.bprov = load_backbone(bcfg["name"], weights=weights,
+                                         input_shape=self.input_shape)
         self.blocks = list(self.spec.blocks)
         # the experiment's splits, carved once by cutpoint.splits.prepare (never here)
         self.rows = {s: np.flatnonzero(np.asarray(target.split) == s)
@@ -142,22 +109,19 @@ class Context:
         batch (default finetune.batch_size)."""
         mk = dict(spec=self.spec, input_shape=self.input_shape, resize_method=self.resize_method)
         if train:   # a batch is never larger than the rows (a 5-image subset: batches of 5)
-            return _pipeline(x, y, augment=self.fcfg["augment"], shuffle=True, seed=seed,
-                             min_steps=min_steps,
-                             batch_size=min(batch_size or self.fcfg["batch_size"], len(x)),
-                             **mk)
-        mk["batch_size"] = self.fcfg["batch_size"]
-        return _pipeline(x, y, augment=[], shuffle=False, seed=0, **mk)
+            return batches(x, y, augment=self.fcfg["augment"], shuffle=True, seed=seed,
+                           min_steps=min_steps, max_shuffle_buffer=SHUFFLE_BUFFER,
+                           batch_size=min(batch_size or self.fcfg["batch_size"], len(x)), **mk)
+        return batches(x, y, batch_size=self.fcfg["batch_size"], **mk)
 
     def split(self, name):
         """(images, labels) of one of the experiment's splits."""
         return self.x[name], self.y[self.rows[name]]
 
     def load_base(self, trained=True):
-        from extract import backbones
-        base = backbones.load_backbone(self.name, input_shape=self.input_shape,
-                                       weights=self.weights if trained else "none")[0]
-        return backbones.with_precision(base, self.precision)
+        base = load_backbone(self.name, input_shape=self.input_shape,
+                             weights=self.weights if trained else "none")[0]
+        return with_precision(base, self.precision)
 
     def features(self, seed: int, *xs) -> list:
         """The frozen backbone's features as the head sees them (inference mode, no
@@ -294,7 +258,7 @@ def depth_columns(ctx: Context, depth) -> dict:
     return dict(method="scratch" if scratch else f"finetune k={depth}", backbone=ctx.name,
                 weights="random" if scratch else ctx.bprov.get("weights", ctx.weights),
                 depth="scratch" if scratch else str(depth),
-                frozen_blocks=0 if scratch else len(ctx.blocks) - depth,
+                frozen_blocks=ctx.spec.frozen_blocks(depth=depth),
                 dataset=ctx.cfg["dataset"]["name"])
 
 

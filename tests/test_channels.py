@@ -37,7 +37,7 @@ def test_setting_is_validated():
 
 
 def test_rgb_data_into_a_gray_backbone_needs_the_setting_and_then_works(tmp_path):
-    from extract.backbones import load_backbone
+    from backbones.weights import load_backbone
     from extract.extractor import extract
     x, y = _rgb_npz(tmp_path / "rgb.npz")
     gray_model, _, _ = load_backbone("small_vgg", "none", input_shape=(16, 16, 1))

@@ -102,7 +102,7 @@ def test_bad_cut_name_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_dask_sharded_extraction_equals_single_process(tmp_path):
-    from extract.backbones import load_backbone
+    from backbones.weights import load_backbone
     from extract.extractor import extract
     with pytest.raises(ValueError, match="same weights on every worker"):
         extract(_cfg(tmp_path, "extract.pixels=false"), tmp_path / "refused", workers=2)
@@ -146,11 +146,12 @@ def test_image_folder_of_mixed_sizes_is_resized_and_bad_files_listed(tmp_path):
 
 
 def test_embed_new_images_like_the_store(tmp_path):
-    from cutpoint import datasets as cds
-    from extract.extractor import embed_images, extract
+    from backbones.embed import embed_images
+    from cutpoint.splits import prepare
+    from extract.extractor import extract
     cfg = _cfg(tmp_path)
     extract(cfg, tmp_path / "run")
-    target = cds.prepare(cfg)["target"]
+    target = prepare(cfg)["target"]
     test = target.subset(np.flatnonzero(np.asarray(target.split) == "test"))
     for name in ("embeddings", "pixels"):
         path = tmp_path / "run" / f"{name}.h5"

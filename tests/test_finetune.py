@@ -7,7 +7,8 @@ import pytest
 
 from conftest import write_toy_npz
 from cutpoint import config, results
-from extract.backbones import block_layers, load_backbone
+from backbones.cut import block_layers
+from backbones.weights import load_backbone
 from finetune.finetune import DepthError, build_model, parse_depths, set_depth
 
 
@@ -183,7 +184,7 @@ class _Stop(Exception):
 def test_scratch_reinitialises_every_weight(tmp_path, monkeypatch):
     """The real scratch path (run_finetune -> train_at_depth) builds a seeded random backbone:
     not the trained one, another with another seed, the same again with the same seed."""
-    from extract.extractor import ensure_self_trained
+    from backbones.train import ensure_self_trained
     from finetune import finetune as ft
     from finetune.run import run_finetune
 

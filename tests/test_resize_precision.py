@@ -16,6 +16,7 @@ import pytest
 from conftest import write_toy_npz
 from cutpoint import config, results
 from cutpoint import datasets as cds
+from cutpoint.splits import prepare
 from embeddings import store
 
 RESIZE_RTOL = 0.01
@@ -37,20 +38,22 @@ def _rel(a, b) -> float:
 def _old_path_embeddings(cfg):
     """What the store would hold had the images been resized one by one with Pillow before the
     forward pass (the old way): same model, same weights, inputs already at the model's size."""
-    from extract.backbones import preprocess_fn
-    from extract.extractor import apply_channels, make_forward, plan
-    prepared = apply_channels(cfg, cds.prepare(cfg))
+    from backbones.embed import make_forward
+    from backbones.inputs import apply_channels
+    from extract.plan import plan
+    prepared = apply_channels(cfg, prepare(cfg))
     p = plan(cfg, "none", prepared)
     (h, w, c), target = p["input"], p["target"]
     pil = target.images(p["order"], size=(h, w))           # Pillow, per image
     assert pil.shape[1:3] == (h, w)
-    forward = make_forward(p["cut_model"], preprocess_fn(p["spec"]), (h, w), c)
+    forward = make_forward(p["cut_model"], p["spec"], (h, w, c))
     outs = [o.numpy() for o in forward(pil)]
     return dict(zip(p["cuts_meta"], outs)), target.images(p["order"]), pil
 
 
 def test_array_data_is_fed_at_native_size_and_resized_in_the_graph(tmp_path):
-    from extract.extractor import extract, image_pipeline
+    from backbones.inputs import image_pipeline
+    from extract.extractor import extract
     cfg = _cfg(tmp_path, "backbone.input_size=32")
     extract(cfg, tmp_path / "run")
     path = tmp_path / "run" / "embeddings.h5"
@@ -59,7 +62,7 @@ def test_array_data_is_fed_at_native_size_and_resized_in_the_graph(tmp_path):
     assert prov["resize_method"] == "bilinear"
     assert prov["resize"].startswith("16x16 to 32x32: tf.image.resize (bilinear)")
     # The pipeline hands the forward pass the 16 px originals, not resized copies.
-    target = cds.prepare(cfg)["target"]
+    target = prepare(cfg)["target"]
     first = next(iter(image_pipeline(target, np.arange(len(target)), 16, size=(32, 32))))
     assert tuple(first.shape[1:]) == (16, 16, 1)
 
@@ -77,7 +80,8 @@ def test_native_size_is_not_resized_and_equals_an_explicit_float32_pass(tmp_path
     """The default experiment (own CNN at the data's size): no resize op, float32 numbers equal
     to the model applied to the cast images, bit for bit."""
     import tensorflow as tf
-    from extract.extractor import extract, plan
+    from extract.extractor import extract
+    from extract.plan import plan
     cfg = _cfg(tmp_path)
     assert cfg["backbone"]["input_size"] == 0 and cfg["extract"]["precision"] == "float32"
     extract(cfg, tmp_path / "run")
@@ -85,7 +89,7 @@ def test_native_size_is_not_resized_and_equals_an_explicit_float32_pass(tmp_path
     prov = store.provenance(path)
     assert prov["resize"] == "none (native size)" and prov["precision"] == "float32"
     assert prov["compute_dtype"] == "float32"
-    p = plan(cfg, "none", cds.prepare(cfg))
+    p = plan(cfg, "none", prepare(cfg))
     x = p["target"].images(p["order"])
     explicit = tf.function(lambda b: p["cut_model"](tf.cast(b, tf.float32), training=False))
     bs = cfg["extract"]["batch_size"]         # same batches: oneDNN's sums depend on the batch
@@ -127,7 +131,8 @@ def test_precision_setting_is_validated_and_defines_the_experiment():
 def test_finetune_in_bfloat16_keeps_a_float32_softmax_and_its_own_run_id():
     import keras
 
-    from extract.backbones import get_spec, load_backbone, with_precision
+    from backbones import registry
+    from backbones.weights import load_backbone, with_precision
     from finetune import finetune as ft
     from finetune.run import run_identity
     keras.utils.set_random_seed(0)
@@ -144,7 +149,7 @@ def test_finetune_in_bfloat16_keeps_a_float32_softmax_and_its_own_run_id():
     assert p16.dtype == np.float32 and _rel(p16, p32) < BF16_RTOL
     # a float32 softmax: rows sum to 1 to float32 rounding (bfloat16 would be off by ~1e-2)
     np.testing.assert_allclose(p16.sum(axis=1), 1.0, atol=1e-5)
-    ft.set_depth(base16, get_spec("small_vgg"), 4)
+    ft.set_depth(base16, registry.get("small_vgg"), 4)
     ft._compile(m16, 1e-3, "bfloat16")
     kernel = base16.get_layer("block3_conv2").kernel
     before = kernel.numpy().copy()

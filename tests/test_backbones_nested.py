@@ -6,7 +6,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from extract import backbones as bb  # noqa: E402
+from backbones.cut import cut_model, resolve_cuts  # noqa: E402
+from backbones.weights import load_backbone  # noqa: E402
 
 
 def _head(base, kind, n=3):
@@ -57,18 +58,18 @@ def saved(tmp_path_factory):
 def test_mobilenet_classifier_under_its_registry_name(saved, kind):
     base, paths = saved
     path = paths[kind]
-    model, spec, prov = bb.load_backbone("mobilenet_v2", str(path))
+    model, spec, prov = load_backbone("mobilenet_v2", str(path))
     assert tuple(model.input.shape[1:]) == (32, 32, 3) and spec.preprocess == "tf"
     assert prov["nested"]["family"] == "mobilenet_v2"
-    pairs = bb.resolve_cuts(model, spec, ["block5", "block_13_expand_relu"])
+    pairs = resolve_cuts(model, spec, ["block5", "block_13_expand_relu"])
     assert pairs == [("block5", "block_5_add"), ("block_13_expand_relu", "block_13_expand_relu")]
-    x = bb.preprocess_fn(spec)(_x((32, 32, 3)))
-    got = bb.cut_model(model, [n for _, n in pairs], "avg")(x)
+    x = spec.preprocess_fn(_x((32, 32, 3)))
+    got = cut_model(model, [n for _, n in pairs], "avg")(x)
     want = keras.Model(base.input, base.get_layer("block_13_expand_relu").output)(x)
     np.testing.assert_allclose(got[1], np.asarray(want).mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
     if kind == "sequential":
         return                      # the rebuild at another size is the same for both forms
-    bigger, spec2, _ = bb.load_backbone("mobilenet_v2", str(path), input_shape=(48, 48, 3))
+    bigger, spec2, _ = load_backbone("mobilenet_v2", str(path), input_shape=(48, 48, 3))
     assert tuple(bigger.input.shape[1:]) == (48, 48, 3)
     w = bigger.get_layer("block_5_add").output.shape
     assert tuple(w[1:]) == (6, 6, 16)
@@ -79,13 +80,13 @@ def test_mobilenet_classifier_under_its_registry_name(saved, kind):
 def test_generic_name_cuts_inner_and_top_level_layers_with_the_bases_preprocessing(saved):
     base, paths = saved
     path = paths["functional"]
-    model, spec, prov = bb.load_backbone("my_classifier", str(path),
+    model, spec, prov = load_backbone("my_classifier", str(path),
                                          layer=["gap", "block_13_expand_relu"])
     assert spec.preprocess == "tf" and prov["nested"]["top_layers"][0] == "gap"
-    pairs = bb.resolve_cuts(model, spec, ["gap", "block_13_expand_relu"])
+    pairs = resolve_cuts(model, spec, ["gap", "block_13_expand_relu"])
     assert [n for _, n in pairs] == ["block_13_expand_relu", "gap"]
-    x = bb.preprocess_fn(spec)(_x((32, 32, 3)))
-    got = bb.cut_model(model, ["block_13_expand_relu", "gap"], "avg")(x)
+    x = spec.preprocess_fn(_x((32, 32, 3)))
+    got = cut_model(model, ["block_13_expand_relu", "gap"], "avg")(x)
     np.testing.assert_allclose(got[1], np.asarray(base(x)).mean(axis=(1, 2)), rtol=1e-4,
                                atol=1e-5)
 
@@ -95,10 +96,10 @@ def test_tiny_resnet_sequential_classifier_cut_at_inner_and_gap(tmp_path, suffix
     base = _tiny_resnet()
     path = tmp_path / f"seq{suffix}"
     _head(base, "sequential").save(str(path))
-    model, spec, prov = bb.load_backbone("resnet_like", str(path), layer=["res_out", "gap"])
+    model, spec, prov = load_backbone("resnet_like", str(path), layer=["res_out", "gap"])
     assert prov["nested"]["family"] is None and spec.preprocess == "raw255"
     x = _x((16, 16, 3))
-    inner, gap = bb.cut_model(model, ["res_out", "gap"], "avg")(x)
+    inner, gap = cut_model(model, ["res_out", "gap"], "avg")(x)
     want = keras.Model(base.input, base.get_layer("res_out").output)(x)
     np.testing.assert_allclose(inner, np.asarray(want).mean(axis=(1, 2)), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gap, np.asarray(base(x)).mean(axis=(1, 2)), rtol=1e-4, atol=1e-4)

@@ -1,4 +1,5 @@
-"""Self-training an own CNN (the backbone of the default experiment, trained on half A).
+"""Self-training an own CNN (the default experiment's backbone, trained on half A), and the
+training pieces fine-tuning shares with it: augmentation, op determinism, the batched pipeline.
 
 `train_backbone` writes one folder that `load_backbone(name, weights=<folder>)` reads back:
   model.keras   the whole classifier (trunk + head); the backbone is the model up to "fc"
@@ -10,13 +11,12 @@ retrains into a temporary sibling folder that replaces the old one only once com
 never leaves a half-written backbone behind.
 
 Augmentation runs in the tf.data map (training only), NOT as layers of the saved model: the saved
-backbone must be deterministic at extraction time. Pixels stay uint8 [0, 255] up to the model,
-whose first layer rescales (see extract.models).
+backbone must be deterministic at extraction time. Pixels reach the model through
+`backbones.inputs.prepare_inputs` like at extraction; an own CNN's first layer rescales them.
 """
 from __future__ import annotations
 
 import contextlib
-
 import json
 import logging
 import os
@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backbones import own
+from backbones.inputs import prepare_inputs
+from backbones.registry import available, get
 from cutpoint.config import DEFAULTS
 from cutpoint.provenance import code_version, hash_arrays, hash_obj, package_versions
 
@@ -92,23 +95,34 @@ def augmentation(augment, seed: int) -> list:
     return steps
 
 
-def _pipeline(x, y, batch_size: int, augment: list, seed: int, shuffle: bool):
-    """Batched tf.data: shuffle (seeded), uint8 → float32 [0, 255], augmentation, prefetch."""
+def batches(x, y, spec, input_shape, batch_size: int, *, augment=(), seed: int = 0,
+            shuffle: bool = False, min_steps: int = 0, max_shuffle_buffer: int | None = None,
+            resize_method: str = "bilinear"):
+    """Batched tf.data of (model input, label) for training and scoring a backbone.
+
+    Rows shuffled (seeded, reshuffled every epoch) when `shuffle`, batched, then each batch
+    prepared by `prepare_inputs` with the `augment` layers (empty: plain), prefetched.
+    min_steps: an epoch is at least this many batches (the rows repeated, each copy augmented
+    anew), so a few-label subset still gets real training per epoch; 0: one pass.
+    max_shuffle_buffer: cap on the shuffle buffer (None: every row).
+    """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     steps = augmentation(augment, seed)
 
-    def prepare(xb, yb):
-        xb = tf.cast(xb, tf.float32)
-        for layer in steps:
-            xb = layer(xb, training=True)
-        return xb, yb
+    def prep(xb, yb):
+        return prepare_inputs(xb, spec, input_shape, resize_method, steps), yb
 
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    repeat = -(-min_steps * batch_size // len(x)) if min_steps else 1
+    if repeat > 1:
+        ds = ds.repeat(repeat)
+    if shuffle:
+        buffer = len(x) * repeat
+        ds = ds.shuffle(buffer if max_shuffle_buffer is None else min(buffer, max_shuffle_buffer),
+                        seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(prep, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def training_key(name, cfg_train, seed, data_hash, num_classes, class_names) -> str:
@@ -142,12 +156,10 @@ def train_backbone(name, train, val, cfg_train: dict, out_dir, seed: int, num_cl
     train, val: (x uint8 (n, H, W[, C]), y int 0..num_classes-1). Reuses out_dir when its
     config.json carries the same key (same name, settings, seed and data content).
     """
-    from extract.backbones import get_spec
-
-    spec = get_spec(name)
+    spec = get(name)
     if not spec.own:
         raise ValueError(f"Only cutpoint's own CNNs can be self-trained "
-                         f"({', '.join(n for n in _own_names())}); {name!r} is a Keras application:"
+                         f"({', '.join(available(lambda s: s.own))}); {name!r} is not one of them:"
                          " use weights = 'imagenet', 'none' or a weights file.")
     num_classes = int(num_classes)
     class_names = [str(c) for c in (class_names if class_names is not None else range(num_classes))]
@@ -172,7 +184,7 @@ def train_backbone(name, train, val, cfg_train: dict, out_dir, seed: int, num_cl
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _fit(name, cfg, x_tr, y_tr, x_va, y_va, int(seed), num_classes, tmp, verbose, extra={
+        _fit(spec, cfg, x_tr, y_tr, x_va, y_va, int(seed), num_classes, tmp, verbose, extra={
             "backbone": name, "train": cfg, "seed": int(seed), "num_classes": num_classes,
             "class_names": class_names, "data_hash": data_hash, "key": key})
     except BaseException:
@@ -213,27 +225,23 @@ def deterministic_ops():
             tf_config.disable_op_determinism()
 
 
-def _fit(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp: Path, verbose, extra):
+@deterministic_ops()
+def _fit(spec, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp: Path, verbose, extra):
     """Train into `tmp`: model.keras (best val_loss), history.json, config.json."""
-    with deterministic_ops():
-        _fit_deterministic(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp, verbose,
-                           extra)
-
-
-def _fit_deterministic(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp, verbose, extra):
     import keras
 
-    from extract.models import build_classifier
-
+    name = spec.name
     log.info("training %s on %d images (%d validation), key %s", name, len(x_tr), len(x_va),
              extra["key"])
     keras.utils.set_random_seed(seed)
-    model = build_classifier(name, x_tr.shape[1:], num_classes, seed=seed)
+    model = own.build_classifier(name, x_tr.shape[1:], num_classes, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(float(cfg["learning_rate"])),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     bs, patience = int(cfg["batch_size"]), int(cfg["patience"])
-    train_ds = _pipeline(x_tr, y_tr, bs, cfg["augment"], seed, shuffle=True)
-    val_ds = _pipeline(x_va, y_va, bs, [], seed, shuffle=False)
+    shape = x_tr.shape[1:]
+    train_ds = batches(x_tr, y_tr, spec, shape, bs, augment=cfg["augment"], seed=seed,
+                       shuffle=True)
+    val_ds = batches(x_va, y_va, spec, shape, bs, seed=seed)
     callbacks = [
         keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, patience // 2),
@@ -264,6 +272,26 @@ def _fit_deterministic(name, cfg, x_tr, y_tr, x_va, y_va, seed, num_classes, tmp
              config["epochs_run"], seconds)
 
 
-def _own_names():
-    from extract.backbones import list_backbones
-    return list_backbones(own=True)
+def ensure_self_trained(cfg, run_dir, prepared) -> Path:
+    """Train the configured own CNN on the source half (A), or reuse it while its inputs match.
+    Returns the trained folder, `<run_dir>/backbone`."""
+    source = prepared["source"]
+    if source is None:
+        raise ValueError("backbone.weights = 'self' trains the backbone on dataset.source_classes, "
+                         "but source_classes is empty. Give the classes of half A (e.g. [0, 1, 2, "
+                         "3, 4]) or use weights = 'imagenet' / a weights file.")
+    seed = cfg["experiment"]["seed"]
+    tr, va = (np.flatnonzero(np.asarray(source.split) == s) for s in ("train", "val"))
+    size, method = None, cfg["backbone"]["resize_method"]
+    if source.image_shape is None:  # an image folder of mixed sizes: train at the input size
+        size = (cfg["backbone"]["input_size"],) * 2
+        if not size[0]:
+            raise ValueError("The source images differ in size: set backbone.input_size (e.g. 64) "
+                             "so they can be resized for training the backbone.")
+    return train_backbone(
+        cfg["backbone"]["name"], train=(source.images(tr, size=size, method=method),
+                                        source.labels[tr]),
+        val=(source.images(va, size=size, method=method), source.labels[va]),
+        cfg_train=cfg["train"],
+        out_dir=Path(run_dir) / "backbone", seed=seed, num_classes=len(source.class_names),
+        class_names=list(source.class_names))

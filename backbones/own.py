@@ -9,11 +9,9 @@ depend on how many models were built earlier in the session (Keras' auto names d
 `build_trunk` returns the backbone (input → "fc", no classification head); `build_classifier` adds
 the head used for self-training: Dropout "fc_drop" → Dense(num_classes, softmax) "predictions".
 Convolutions use "same" padding, so any input of at least 8 px works (three 2× poolings).
+Keras is imported when a model is built, so the registry can name these without loading it.
 """
 from __future__ import annotations
-
-import keras
-from keras import layers
 
 FC_UNITS = 128
 FILTERS = (32, 64, 128)
@@ -25,6 +23,8 @@ BN_MOMENTUM = 0.9
 
 def _plain_cnn(x):
     """conv-ReLU + max-pool per block, no BatchNorm (the seeds' first "simple model")."""
+    from keras import layers
+
     for b, f in enumerate(FILTERS, start=1):
         x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"block{b}_conv1")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
@@ -33,6 +33,8 @@ def _plain_cnn(x):
 
 def _small_vgg(x):
     """VGG-style blocks: 2 × (conv-BN-ReLU) + max-pool + dropout (the seeds' best CIFAR-10 CNN)."""
+    from keras import layers
+
     for b, f in enumerate(FILTERS, start=1):
         for i in (1, 2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_conv{i}")(x)
@@ -45,6 +47,8 @@ def _small_vgg(x):
 
 def _small_resnet(x):
     """A 3-stage ResNet (one basic residual unit per stage, stride 2 from stage 2 on)."""
+    from keras import layers
+
     x = layers.Conv2D(FILTERS[0], 3, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
@@ -84,8 +88,11 @@ def _check(name: str, input_shape) -> tuple:
     return shape
 
 
-def build_trunk(name: str, input_shape, seed: int | None = None) -> keras.Model:
+def build_trunk(name: str, input_shape, seed: int | None = None):
     """The backbone: input → "fc" (Dense(128, ReLU) on global average pooling), no head."""
+    import keras
+    from keras import layers
+
     shape = _check(name, input_shape)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
@@ -98,8 +105,11 @@ def build_trunk(name: str, input_shape, seed: int | None = None) -> keras.Model:
     return keras.Model(inputs, x, name=name)
 
 
-def build_classifier(name: str, input_shape, num_classes: int, seed: int | None = 0) -> keras.Model:
-    """The trunk plus a softmax head: what `extract.train` trains (its "fc" is the backbone's)."""
+def build_classifier(name: str, input_shape, num_classes: int, seed: int | None = 0):
+    """The trunk plus a softmax head: what `backbones.train` trains (its "fc" is the backbone's)."""
+    import keras
+    from keras import layers
+
     if int(num_classes) < 2:
         raise ValueError(f"A classifier needs at least 2 classes. Got num_classes={num_classes!r}.")
     trunk = build_trunk(name, input_shape, seed)

@@ -7,8 +7,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from extract import backbones as bb  # noqa: E402
-from extract.train import train_backbone  # noqa: E402
+from backbones.cut import cut_model, cut_widths, resolve_cuts  # noqa: E402
+from backbones.train import train_backbone  # noqa: E402
+from backbones.weights import load_backbone  # noqa: E402
 
 CFG = {"epochs": 3, "batch_size": 32, "learning_rate": 0.003, "patience": 2,
        "augment": ["shift", "flip", "zoom"]}
@@ -68,19 +69,19 @@ def test_second_call_reuses_without_retraining(trained, data, caplog):
 
 
 def test_trained_folder_loads_as_backbone(trained, data):
-    model, spec, prov = bb.load_backbone("plain_cnn", str(trained), input_shape=(16, 16, 1))
+    model, spec, prov = load_backbone("plain_cnn", str(trained), input_shape=(16, 16, 1))
     assert spec.name == "plain_cnn" and model.layers[-1].name == "fc"
     cfg = json.loads((trained / "config.json").read_text())
     assert prov["weights_kind"] == "trained" and prov["trained"]["key"] == cfg["key"]
     clf = keras.models.load_model(trained / "model.keras", compile=False)
     fc = keras.Model(clf.input, clf.get_layer("fc").output)
     x = data[1][0][:8].astype("float32")
-    cut = bb.cut_model(model, [n for _, n in bb.resolve_cuts(model, spec, ["fc", "block3"])])
+    cut = cut_model(model, [n for _, n in resolve_cuts(model, spec, ["fc", "block3"])])
     block3, emb = [np.asarray(o) for o in cut(x)]
     np.testing.assert_allclose(emb, np.asarray(fc(x)), rtol=1e-5, atol=1e-5)
-    assert block3.shape == (8, bb.cut_widths(model, ["block3_pool"])[0])
+    assert block3.shape == (8, cut_widths(model, ["block3_pool"])[0])
     with pytest.raises(ValueError, match="holds a trained 'plain_cnn'"):
-        bb.load_backbone("small_vgg", str(trained), input_shape=(16, 16, 1))
+        load_backbone("small_vgg", str(trained), input_shape=(16, 16, 1))
 
 
 def test_different_inputs_retrain_into_the_same_folder(tmp_path, data):
