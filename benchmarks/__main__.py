@@ -37,7 +37,7 @@ def parse_only(text):
             raise ValueError(f"Unknown benchmark section {n!r} in --only. Available: "
                              f"{', '.join(SECTIONS)}.{hint}")
     # Extraction is judged against the matmul peak measured in the same run.
-    if {"extraction", "resize", "depthwise"} & set(names) and "peak" not in names:
+    if {"extraction", "resize", "depthwise", "e2e"} & set(names) and "peak" not in names:
         names.insert(0, "peak")
     return [s for s in SECTIONS if s in names]
 
