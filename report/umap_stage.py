@@ -27,12 +27,12 @@ import json
 import re
 import sys
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from cutpoint import results
+from cutpoint.provenance import package_version
 from embeddings import store
 
 STORES = ("embeddings", "pixels")
@@ -100,10 +100,7 @@ def umap_params(u: dict, n_points: int, n_total: int, data_hash: str, fit=None) 
     """Everything that determines the coordinates: equal params ⇒ the stored result is current.
     `fit` ({"points", "pca", "transform_chunk"}) when UMAP is fitted on a sample."""
     seeded = u["random_state"] >= 0
-    try:
-        version = metadata.version("umap-learn")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = package_version("umap-learn", "unknown")
     return {"n_components": 2, "n_neighbors": int(u["n_neighbors"]),
             "min_dist": float(u["min_dist"]), "metric": "euclidean",
             "random_state": int(u["random_state"]) if seeded else None,
