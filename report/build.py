@@ -98,8 +98,8 @@ def class_names_of(run_dir, rows) -> list:
 
 def dataset_images(cfg) -> Callable:
     """`images_for_ids` backed by the configured dataset (raises if it cannot be loaded)."""
-    from cutpoint import datasets
-    target = datasets.prepare(cfg)["target"]
+    from cutpoint.splits import prepare
+    target = prepare(cfg)["target"]
     pos = {str(i): k for k, i in enumerate(target.ids)}
 
     def images_for_ids(ids):

@@ -364,9 +364,9 @@ def test_cli_builds_the_report_and_exports_the_projector(run, tmp_path, capsys):
 
 
 def test_default_gallery_images_come_from_the_configured_dataset():
-    from cutpoint import datasets
+    from cutpoint import splits
     cfg = config.load(None, ["dataset.name=digits"])
-    target = datasets.prepare(cfg)["target"]
+    target = splits.prepare(cfg)["target"]
     images_for_ids = dataset_images(cfg)
     pick = [7, 0, 31]
     got = images_for_ids(target.ids[pick])
