@@ -24,7 +24,7 @@ point (the budget: 6 classifiers x 5 cuts of 27k rows in about 10 minutes on 2 c
   Both fall back to the libraries' own solvers on narrow inputs, where those are faster.
 A sweep returns one score per grid point, or (score, {param: value}) when it also chose
 parameters (XGBoost's rounds); those are refitted and recorded with the point.
-Estimators never open files: I/O stays in `classical.__main__`.
+Estimators never open files: I/O stays in `classical.runner` and `classical.bundle`.
 """
 from __future__ import annotations
 

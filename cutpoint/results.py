@@ -31,7 +31,7 @@ Columns
 
 Rows are built by `build_row` (every stage): the stage passes what it knows — its run id and
 stage, the test scores, the split definition, timings, parameters, the files it saved and its own
-columns (`store_columns` for a model trained on one cut of an embedding store) — and the
+columns (`classical.stores.store_columns` for a model on one cut of an embedding store) — and the
 experiment id, seed, label budget, creation time, config hash and code version come from the
 config (`new_row`, the lower level it fills).
 """
@@ -219,31 +219,6 @@ def build_row(cfg: dict, *, run_id: str, stage: str, scores: dict, split_def,
         if path is not None:
             row[key] = str(Path(path).relative_to(run_dir)) if run_dir is not None else str(path)
     return new_row(cfg, run_id=run_id, stage=stage, **row, **fields)
-
-
-def store_columns(prov: dict, cut: str, attrs: dict, classifier: str, dataset: str = "") -> dict:
-    """The columns of a classical model trained on one cut of an embedding store, from the
-    store's provenance (`prov`) and the cut's attributes (`attrs`): method ("frozen+<name>", or
-    "pixels+<name>" on the raw-pixel store), backbone, weights, cut, layer, pooling, classifier,
-    frozen_blocks, dataset (`dataset` when the store does not name one) and split_def (the
-    definition, for `build_row`)."""
-    pixels = prov.get("backbone") == "pixels"
-    return {"method": f"{'pixels' if pixels else 'frozen'}+{classifier}",
-            "backbone": prov.get("backbone", ""), "weights": prov.get("weights", ""), "cut": cut,
-            "layer": attrs.get("layer", ""), "pooling": attrs.get("pooling", ""),
-            "classifier": classifier, "frozen_blocks": cut_frozen_blocks(prov, attrs),
-            "dataset": prov.get("dataset", dataset), "split_def": prov.get("split_def")}
-
-
-def cut_frozen_blocks(prov: dict, attrs: dict):
-    """Backbone blocks below a store's cut (Yosinski's n): the cut's own `frozen_blocks`
-    attribute, else its layer's position among the backbone's blocks; None when unknown."""
-    if attrs.get("frozen_blocks") not in (None, ""):
-        return int(attrs["frozen_blocks"])
-    blocks = list((prov.get("backbone_info") or {}).get("blocks") or prov.get("blocks") or [])
-    if attrs.get("layer") in blocks:
-        return blocks.index(attrs["layer"]) + 1
-    return None
 
 
 def _write(path: Path, rows: list[dict]) -> None:

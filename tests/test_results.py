@@ -67,6 +67,7 @@ def test_build_row_writes_what_the_stages_wrote_by_hand(tmp_path):
     import json
     from pathlib import Path
 
+    from classical.stores import store_columns
     from cutpoint.provenance import hash_obj
     cfg = config.load(None, [])
     split_def = {"dataset": "fashion_mnist", "seed": 0}
@@ -87,13 +88,13 @@ def test_build_row_writes_what_the_stages_wrote_by_hand(tmp_path):
         predictions="classical/cl-x/predictions.npz", model="classical/cl-x/model.joblib")
     built = results.build_row(
         cfg, run_id="cl-x", stage="classical", scores=ev,
-        **results.store_columns(prov, "c2", {"layer": "b2", "pooling": "avg"}, "logreg"),
+        **store_columns(prov, "c2", {"layer": "b2", "pooling": "avg"}, "logreg"),
         n_train=9, fit_seconds=info["fit_seconds"], predict_seconds=ev["predict_seconds"],
         best_params=info["best_params"], notes="n", run_dir=run_dir,
         predictions=out / "predictions.npz", model=out / "model.joblib")
     assert {k: v for k, v in built.items() if k != "created"} == \
         {k: v for k, v in by_hand.items() if k != "created"}
-    pixels = results.store_columns({"backbone": "pixels"}, "pixels",
+    pixels = store_columns({"backbone": "pixels"}, "pixels",
                                    {"layer": "input", "frozen_blocks": 0}, "knn", dataset="d")
     assert pixels["method"] == "pixels+knn" and pixels["frozen_blocks"] == 0
     assert pixels["dataset"] == "d" and pixels["split_def"] is None
