@@ -201,7 +201,7 @@ def mistakes_for(run_dir, row, ids) -> tuple:
     """Boolean mask over `ids`: True where `row`'s model got the sample wrong (None if unknown)."""
     if row is None:
         return None, "no classical model with saved predictions at this cut"
-    from report.build import load_predictions
+    from report.inputs import load_predictions
     p = load_predictions(run_dir, row)
     if p is None:
         return None, f"predictions file {row['predictions']} is missing"

@@ -13,7 +13,7 @@ from cutpoint.metrics import bootstrap_accuracy_ci, mcnemar
 from embeddings import store
 from report import build_report, run_umap
 from report.__main__ import main as report_main
-from report.build import dataset_images
+from report.inputs import dataset_images
 from report.umap_stage import png_name, stratified_subsample
 
 CLASSES = ["sandal", "shirt", "sneaker", "bag"]
