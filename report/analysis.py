@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cutpoint import results
 from report.inputs import Predictions, load_predictions
-from report.tables import _sort_key, describe, f4, fp, fsec
+from report.tables import describe, f4, fp, fsec
 
 GOOD_WITHIN = 0.01   # "cheapest good option": within 1 accuracy point of the best
 ALPHA = 0.05
@@ -23,7 +24,7 @@ def best_of(rows, stage, pixels=False):
     cand = [r for r in rows if r["stage"] == stage and r.get("accuracy") is not None
             and r.get("val_accuracy") is not None
             and (stage != "classical" or is_pixels(r) == pixels)]
-    return min(cand, key=_sort_key) if cand else None
+    return min(cand, key=results.rank_key) if cand else None
 
 
 def paired(a: Predictions, b: Predictions):
@@ -131,7 +132,7 @@ def summary(rows, best, tests) -> str:
                       "pixels for a strong classifier."))
     out.append(depth_trend(rows))
     chosen = [r for r in rows if r.get("val_accuracy") is not None]
-    top = min(chosen, key=_sort_key) if chosen else None
+    top = min(chosen, key=results.rank_key) if chosen else None
     good = [r for r in chosen if r["val_accuracy"] >= top["val_accuracy"] - GOOD_WITHIN
             and r.get("fit_seconds") is not None] if top else []
     if good:
