@@ -7,14 +7,10 @@ import numpy as np
 
 from cutpoint import results
 from report.inputs import Predictions, load_predictions
-from report.tables import describe, f4, fp, fsec
+from report.tables import describe, f4, fp, fsec, on_pixels
 
 GOOD_WITHIN = 0.01   # "cheapest good option": within 1 accuracy point of the best
 ALPHA = 0.05
-
-
-def is_pixels(r) -> bool:
-    return r.get("backbone") == "pixels" or r.get("cut") == "pixels"
 
 
 def best_of(rows, stage, pixels=False):
@@ -23,7 +19,7 @@ def best_of(rows, stage, pixels=False):
     validation score cannot be chosen."""
     cand = [r for r in rows if r["stage"] == stage and r.get("accuracy") is not None
             and r.get("val_accuracy") is not None
-            and (stage != "classical" or is_pixels(r) == pixels)]
+            and (stage != "classical" or on_pixels(r) == pixels)]
     return min(cand, key=results.rank_key) if cand else None
 
 
@@ -155,7 +151,7 @@ def depth_trend(rows) -> str:
     line = {}
     for r in rows:
         if (r["stage"] == "classical" and r.get("classifier") == fz.get("classifier")
-                and r.get("frozen_blocks") is not None and not is_pixels(r)
+                and r.get("frozen_blocks") is not None and not on_pixels(r)
                 and r.get("val_accuracy") is not None):
             line[r["frozen_blocks"]] = r
     if len(line) < 2:

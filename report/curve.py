@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cutpoint import results
+from report.tables import on_pixels
 
 FROZEN, PIXELS, SCRATCH = "frozen (selected cut + classifier)", "raw pixels (selected classifier)", \
     "scratch"
@@ -25,7 +26,7 @@ FALLBACK_CLASSIFIER = "logreg"
 
 def family(r) -> str | None:
     if r["stage"] == "classical":
-        return PIXELS if r.get("cut") == "pixels" else FROZEN
+        return PIXELS if on_pixels(r) else FROZEN
     if r["stage"] == "scratch":
         return SCRATCH
     if r["stage"] == "finetune":

@@ -1,6 +1,7 @@
 """The report's formatting: number formats, a row's human name and the results table."""
 from __future__ import annotations
 
+from backbones.registry import is_pixels
 from cutpoint import results
 
 
@@ -20,12 +21,17 @@ def fp(p) -> str:
     return "< 1e-300" if p < 1e-300 else f"{p:.3g}"
 
 
+def on_pixels(r) -> bool:
+    """Whether a results row is a model on the raw-pixel baseline (its backbone or its cut)."""
+    return is_pixels(r.get("backbone")) or is_pixels(r.get("cut"))
+
+
 def describe(r) -> str:
     """A short human name for a row: what was trained, where."""
     n = r.get("frozen_blocks")
     if r["stage"] == "classical":
         clf = r.get("classifier") or r["method"]
-        return (f"{clf} on raw pixels" if r.get("cut") == "pixels"
+        return (f"{clf} on raw pixels" if on_pixels(r)
                 else f"{clf} on frozen {r.get('cut')} features (n={n})")
     if r["stage"] == "finetune":
         k = str(r.get("depth"))
