@@ -29,6 +29,7 @@ from classical.bundle import make_bundle
 from classical.stores import load_split, plan_cuts, store_columns, store_identity
 from cutpoint import config as cconfig
 from cutpoint import results
+from cutpoint import runfolder as rf
 from cutpoint.provenance import hash_obj
 from embeddings import store
 
@@ -77,16 +78,16 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
     where = distributed.describe(client)
     info["scheduler"], info["engine"] = where, engine
     info["notes"] = f"{info['notes']} Ran on: {where}, engine {engine}.".strip()
-    out = run_dir / "classical" / run_id
+    out = run_dir / rf.CLASSICAL / run_id
     out.mkdir(parents=True, exist_ok=True)
     bundle = make_bundle(model, name, run_id, prov, cut, attrs, class_names, cfg, info)
-    joblib.dump(bundle, out / "model.joblib", compress=3)
-    np.savez_compressed(out / "predictions.npz", ids=np.asarray(idte, dtype=str), y_true=yte,
+    joblib.dump(bundle, out / rf.MODEL_JOBLIB, compress=3)
+    np.savez_compressed(out / rf.PREDICTIONS, ids=np.asarray(idte, dtype=str), y_true=yte,
                         y_pred=ev["y_pred"],
                         proba=_expand_proba(ev["proba"], model.classes_, len(class_names)),
                         classes=np.asarray(class_names))
-    (out / "config.toml").write_text(cconfig.to_toml(cfg))
-    (out / "metrics.json").write_text(json.dumps(
+    (out / rf.RUN_CONFIG).write_text(cconfig.to_toml(cfg))
+    (out / rf.METRICS).write_text(json.dumps(
         {k: v for k, v in ev.items() if k not in ("y_pred", "proba", "classes")}
         | {"selection": info}, indent=1, default=str))
     return results.build_row(
@@ -97,7 +98,7 @@ def run_one(name, cfg, run_dir, path, cut, attrs, prov, data, class_names, run_i
         selection=info["selection"], val_accuracy=round(info["best_val_accuracy"], 6),
         fit_seconds=info["fit_seconds"], predict_seconds=ev["predict_seconds"],
         best_params=info["best_params"], notes=info["notes"], run_dir=run_dir,
-        predictions=out / "predictions.npz", model=out / "model.joblib")
+        predictions=out / rf.PREDICTIONS, model=out / rf.MODEL_JOBLIB)
 
 
 def run(cfg: dict, run_dir, classifiers=None, cuts=None, progress=True, workers=0,
@@ -120,7 +121,7 @@ def _run(cfg, run_dir, classifiers, cuts, progress, client) -> dict:
     for n in names:
         pipelines.get(n)                         # unknown names fail before any work
     plan = plan_cuts(run_dir, list(cuts or cfg["classical"]["cuts"]))
-    table = run_dir / "results.csv"
+    table = rf.results_csv(run_dir)
     todo = []
     limit = cfg["classical"]["max_in_memory_mb"]
     for path, cut, attrs in plan:
@@ -176,9 +177,9 @@ def _run(cfg, run_dir, classifiers, cuts, progress, client) -> dict:
                                            "error": f"{type(e).__name__}: {e}"})
     bar.close()
     summary["failed"] = sum(r["status"] == "failed" for r in summary["runs"])
-    out = run_dir / "classical"
+    out = run_dir / rf.CLASSICAL
     out.mkdir(parents=True, exist_ok=True)
-    done, failed = out / "done.json", out / "failed.json"
+    done, failed = out / rf.DONE, out / rf.FAILED
     if summary["failed"]:
         failed.write_text(json.dumps(summary, indent=1))
         done.unlink(missing_ok=True)             # Make must retry, not see a fresh target
@@ -197,7 +198,7 @@ def failure_report(summary: dict, run_dir: Path) -> str:
             by_reason.setdefault(r["error"], []).append(f"{Path(r['store']).stem}/{r['cut']} "
                                                         f"{r['classifier']}")
     lines = [f"error: {summary['failed']} of {len(summary['runs'])} classical runs failed "
-             f"(details in {run_dir / 'classical' / 'failed.json'}; fix the cause below and "
+             f"(details in {run_dir / rf.CLASSICAL / rf.FAILED}; fix the cause below and "
              f"re-run `make classify`, which redoes only the failed runs):"]
     for reason, runs in by_reason.items():
         shown = ", ".join(runs[:6]) + (f" and {len(runs) - 6} more" if len(runs) > 6 else "")
@@ -217,5 +218,5 @@ def run_stage(config_path, run_dir, classifiers=None, cuts=None, progress=True, 
     new = sum(r["status"] == "new" for r in summary["runs"])
     skipped = sum(r["status"] == "skipped" for r in summary["runs"])
     log.info("%d new, %d already done, %d failed → %s", new, skipped, summary["failed"],
-             Path(run_dir) / "results.csv")
+             rf.results_csv(run_dir))
     return summary

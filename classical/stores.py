@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from backbones.registry import is_pixels
+from cutpoint import runfolder as rf
 from cutpoint.provenance import hash_obj
 from cutpoint.registry import did_you_mean
 from embeddings import store
 
-STORES = ("embeddings.h5", "pixels.h5")
+STORES = rf.STORES
 
 
 def no_cut_error(cut, available: dict) -> ValueError:

@@ -43,6 +43,7 @@ import json
 import os
 from pathlib import Path
 
+from cutpoint import runfolder as rf
 from cutpoint.splits import split_def_hash
 
 COLUMNS = [
@@ -237,7 +238,7 @@ def archive(path, cfg: dict) -> tuple[int, Path]:
     """Move the rows of other experiments (other splits, seed, backbone, extraction or protocol
     version) from `path` to `results-archive.csv` beside it. Returns (rows moved, archive)."""
     path = Path(path)
-    dest = path.with_name("results-archive.csv")
+    dest = path.with_name(rf.RESULTS_ARCHIVE)
     rows = read(path)
     keep = [r for r in rows if belongs(r, cfg)]
     moved = [r for r in rows if not belongs(r, cfg)]

@@ -35,6 +35,7 @@ import numpy as np
 from cutpoint.datasets import Dataset, DatasetError, DatasetWarning, check_classes, load
 from cutpoint.datasets.sampling import (budget_subset, carve_validation, check_seed, label_budget,
                                         stratified_limit)
+from cutpoint import runfolder as rf
 from cutpoint.provenance import hash_arrays, hash_obj
 
 __all__ = ["class_subset", "carve_validation", "label_budget", "stratified_limit",
@@ -42,7 +43,7 @@ __all__ = ["class_subset", "carve_validation", "label_budget", "stratified_limit
            "SPLITS_FILE", "record_splits", "split_def_hash", "budget_subset"]
 
 SPLIT_ORDER = ("train", "val", "test")
-SPLITS_FILE = "splits.npz"
+SPLITS_FILE = rf.SPLITS
 
 TEST_CARVE_FRACTION, TEST_CARVE_SEED = 0.2, 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from cutpoint import results
+from cutpoint import runfolder as rf
 from cutpoint.provenance import code_version
 from report import curve as rcurve
 from report import plots
@@ -35,7 +36,7 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     dataset is loaded, and if that fails the report says so and has no galleries.
     """
     run_dir = Path(run_dir)
-    table = run_dir / "results.csv"
+    table = rf.results_csv(run_dir)
     every = [r for r in results.read(table) if r.get("accuracy") is not None]
     rows = results.comparable(every, cfg)
     if not rows:
@@ -44,7 +45,7 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
             f"Run `make classify` (and `make finetune`) first, or pass the right --run-dir.")
     others = len(every) - len(rows) - len(results.curve_rows(every, cfg))   # other experiments,
     # or superseded definitions of a method (`results.latest`)
-    out = run_dir / "report"
+    out = run_dir / rf.REPORT
     out.mkdir(parents=True, exist_ok=True)
     names = class_names_of(run_dir, rows)
     best = {s: best_of(rows, s) for s in ("classical", "finetune", "scratch")}
@@ -101,10 +102,10 @@ def build_report(run_dir, cfg, images_for_ids: Callable | None = None, log=print
     md += galleries_section(out, cfg, best, preds, names, images_for_ids, log)
     md += umap_section(run_dir, out)
 
-    path = out / "report.md"
+    path = out / rf.REPORT_MD
     text = "\n".join(md).rstrip() + "\n"
     path.write_text(text)
-    (out / "report.html").write_text(to_html(text, title))
+    (out / rf.REPORT_HTML).write_text(to_html(text, title))
     return path
 
 

@@ -9,6 +9,8 @@ from typing import Callable
 
 import numpy as np
 
+from cutpoint import runfolder as rf
+
 
 @dataclass
 class Predictions:
@@ -63,7 +65,7 @@ def load_predictions(run_dir, row, class_names=()) -> Predictions | None:
 
 def class_names_of(run_dir, rows) -> list:
     """Class names from the embedding store, else from a predictions file, else none."""
-    path = Path(run_dir) / "embeddings.h5"
+    path = Path(run_dir) / rf.EMBEDDINGS
     if path.is_file():
         try:
             from embeddings import store

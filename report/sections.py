@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cutpoint import runfolder as rf
 from report import plots
 from report.inputs import dataset_images
 from report.tables import describe, f4, fp, names_of
@@ -130,7 +131,7 @@ def as_uint8(images) -> np.ndarray:
 
 def umap_section(run_dir, out) -> list:
     md = ["## UMAP of the embeddings", ""]
-    done = Path(run_dir) / "umap" / "done.json"
+    done = rf.done_json(run_dir, rf.UMAP)
     if not done.is_file():
         return md + ["No UMAP pictures yet: run `make umap` (or `python -m report umap …`).", ""]
     entries = json.loads(done.read_text()).get("entries", [])

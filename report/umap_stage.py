@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cutpoint import results
+from cutpoint import runfolder as rf
 from cutpoint.provenance import package_version
 from embeddings import store
 
@@ -233,12 +234,12 @@ def run_umap(run_dir, cfg, log=print) -> dict:
     _check_umap_cfg(u)
     stores = store_paths(run_dir)
     if "embeddings" not in stores:
-        raise FileNotFoundError(f"No embedding store at {run_dir / 'embeddings.h5'}. Run "
+        raise FileNotFoundError(f"No embedding store at {run_dir / rf.EMBEDDINGS}. Run "
                                 f"`make extract` first (or pass the right --run-dir).")
-    rows = results.comparable(results.read(run_dir / "results.csv"), cfg)
-    out_dir = run_dir / "report"
+    rows = results.comparable(results.read(rf.results_csv(run_dir)), cfg)
+    out_dir = run_dir / rf.REPORT
     out_dir.mkdir(parents=True, exist_ok=True)
-    done_path = run_dir / "umap" / "done.json"
+    done_path = rf.done_json(run_dir, rf.UMAP)
     previous = {}
     if done_path.is_file():
         try:
@@ -349,7 +350,7 @@ def export_projector(run_dir, cut, split="test", store_name="embeddings", chunk=
     if lo is None:
         raise ValueError(f"Unknown split {split!r} in {path}. "
                          f"Available: {list(store.splits(path))}.")
-    out = run_dir / "projector"
+    out = run_dir / rf.PROJECTOR
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{safe_name(store_name)}_{safe_name(cut)}_{safe_name(split)}"
     vec_path, meta_path = out / f"{stem}_vectors.tsv", out / f"{stem}_metadata.tsv"
