@@ -31,6 +31,7 @@ from backbones.inputs import prepare_inputs
 from backbones.registry import available, get
 from cutpoint.config import DEFAULTS
 from cutpoint.provenance import code_version, hash_arrays, hash_obj, package_versions
+from cutpoint import runfolder as rf
 
 log = logging.getLogger("cutpoint.train")
 
@@ -293,5 +294,5 @@ def ensure_self_trained(cfg, run_dir, prepared) -> Path:
                                         source.labels[tr]),
         val=(source.images(va, size=size, method=method), source.labels[va]),
         cfg_train=cfg["train"],
-        out_dir=Path(run_dir) / "backbone", seed=seed, num_classes=len(source.class_names),
+        out_dir=Path(run_dir) / rf.BACKBONE, seed=seed, num_classes=len(source.class_names),
         class_names=list(source.class_names))

@@ -40,18 +40,14 @@ def machine() -> dict:
 
 
 def versions() -> dict:
-    from importlib import metadata
+    from cutpoint.provenance import package_version
     out = {}
     for label, dist in (("tensorflow", "tensorflow-cpu"), ("tensorflow", "tensorflow"),
                         ("keras", "keras"), ("scikit-learn", "scikit-learn"),
                         ("xgboost", "xgboost-cpu"), ("xgboost", "xgboost"), ("h5py", "h5py"),
                         ("numpy", "numpy")):
-        if label in out:
-            continue
-        try:
-            out[label] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
+        if label not in out and package_version(dist) is not None:
+            out[label] = package_version(dist)
     try:
         import h5py
         out["hdf5"] = h5py.version.hdf5_version

@@ -24,11 +24,10 @@ point (the budget: 6 classifiers x 5 cuts of 27k rows in about 10 minutes on 2 c
   Both fall back to the libraries' own solvers on narrow inputs, where those are faster.
 A sweep returns one score per grid point, or (score, {param: value}) when it also chose
 parameters (XGBoost's rounds); those are refitted and recorded with the point.
-Estimators never open files: I/O stays in `classical.__main__`.
+Estimators never open files: I/O stays in `classical.runner` and `classical.bundle`.
 """
 from __future__ import annotations
 
-import difflib
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -44,6 +43,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 # The logistic-regression C search is the core linear probe's, shared with fine-tuning's k = 0.
 from cutpoint.probe import KORNBLITH_C, LOGREG_PATIENCE, sweep_warm_c  # noqa: F401
+from cutpoint.registry import Registry
 
 RF_SEARCH_TREES = 50
 CLF = "clf"   # name of the final step: grid keys are "clf__<param>"
@@ -437,7 +437,9 @@ def _rbf_grid(n_features):
             for c in (1.0, 10.0) for g in (0.3, 1.0, 3.0)]
 
 
-_REGISTRY: dict[str, Entry] = {e.name: e for e in [
+CLASSIFIERS: Registry[Entry] = Registry(
+    "classifier", ValueError, hint="(`python -m classical --list` describes them.)")
+for _entry in [
     Entry("logreg", _logreg,
           lambda d: [{"C": c} for c in KORNBLITH_C],
           "C in np.logspace(-6, 5, 45) (Kornblith et al. 2019)",
@@ -482,7 +484,11 @@ _REGISTRY: dict[str, Entry] = {e.name: e for e in [
           lambda d: [{"n_neighbors": k} for k in (1, 5, 15)],
           "n_neighbors in {1, 5, 15}",
           "k-nearest neighbours (Euclidean, uniform weights) on standardised features."),
-]}
+]:
+    CLASSIFIERS.register(_entry.name, _entry)
+# The entries by name, the registry's own mapping: benchmarks/classical_wide.py swaps entries
+# in it to time the settings before issue 15.
+_REGISTRY = CLASSIFIERS._entries
 
 
 # The setting fitted when no validation is possible (one label per class), declared before any
@@ -494,17 +500,12 @@ FALLBACK = {"logreg": {"C": 1.0}, "linear_svm": {"C": 0.01}, "rbf_svm": {"C": 1.
 
 
 def available() -> list[str]:
-    return list(_REGISTRY)
+    return CLASSIFIERS.available()
 
 
 def get(name: str) -> Entry:
     """The registry entry of `name`; an unknown name lists the valid ones and a close match."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        match = difflib.get_close_matches(str(name), available(), n=1)
-        hint = f" Did you mean '{match[0]}'?" if match else ""
-        raise ValueError(f"Unknown classifier {name!r}. Available: {', '.join(available())}."
-                         f"{hint} (`python -m classical --list` describes them.)")
-    return _REGISTRY[name]
+    return CLASSIFIERS.get(name)
 
 
 def _check_int(what, value, minimum):

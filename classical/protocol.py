@@ -23,7 +23,8 @@ from cutpoint.splits import carve_validation, stratified_limit
 
 # ----------------------------------------------------------------------------- validation
 
-def _as_xy(X, y, split: str):
+def as_xy(X, y, split: str):
+    """(X, y) as arrays, checked: X 2-D, numeric, non-empty and finite; one label per row."""
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2:
@@ -53,14 +54,14 @@ def _as_xy(X, y, split: str):
 
 def validate_inputs(X_train, y_train, X_test=None, y_test=None):
     """Refuse inputs a classical model cannot be fitted or scored on, saying how to fix them."""
-    X_train, y_train = _as_xy(X_train, y_train, "train")
+    X_train, y_train = as_xy(X_train, y_train, "train")
     classes = np.unique(y_train)
     if len(classes) < 2:
         raise ValueError(f"The train split has {len(classes)} class ({classes.tolist()}); a "
                          f"classifier needs at least 2. Check dataset.target_classes.")
     if X_test is None and y_test is None:
         return
-    X_test, y_test = _as_xy(X_test, y_test, "test")
+    X_test, y_test = as_xy(X_test, y_test, "test")
     if X_test.shape[1] != X_train.shape[1]:
         raise ValueError(f"X_test has {X_test.shape[1]} features but X_train has "
                          f"{X_train.shape[1]}: both must come from the same cut point.")
@@ -91,7 +92,7 @@ def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0
     """
     entry = pipelines.get(name)
     validate_inputs(X_train, y_train)
-    X, y = _as_xy(X_train, y_train, "train")
+    X, y = as_xy(X_train, y_train, "train")
     pipe, grid, notes = pipelines.make(name, seed, n_jobs, pca=pca, n_features=X.shape[1])
     notes = [notes]
     if X_val is None:
@@ -100,7 +101,7 @@ def fit_select(name, X_train, y_train, X_val=None, y_val=None, *, val_fraction=0
         Xv, yv = X[val_rows], y[val_rows]
         X, y = X[fit_rows], y[fit_rows]
     else:
-        Xv, yv = _as_xy(X_val, y_val, "val")
+        Xv, yv = as_xy(X_val, y_val, "val")
         if Xv.shape[1] != X.shape[1]:
             raise ValueError(f"X_val has {Xv.shape[1]} features but X_train has {X.shape[1]}: "
                              f"both must come from the same cut point.")
@@ -215,7 +216,7 @@ def fit_select_cv(name, X, y, *, folds=5, seed=0, n_jobs=1):
 
     entry = pipelines.get(name)
     validate_inputs(X, y)
-    X, y = _as_xy(X, y, "train")
+    X, y = as_xy(X, y, "train")
     pipe, grid, notes = pipelines.make(name, seed, n_jobs, n_features=X.shape[1])
     notes = [notes]
     k = min(int(folds), int(np.unique(y, return_counts=True)[1].min()))
@@ -283,7 +284,7 @@ def _plain(v):
 
 # ----------------------------------------------------------------------------- evaluate
 
-def _class_names_for(labels, class_names):
+def class_names_for(labels, class_names):
     """Names aligned with `labels`: class_names indexed by label (store convention), a dict
     label → name, or a list already aligned with `labels`."""
     if class_names is None:
@@ -317,9 +318,12 @@ def predict_with_proba(model, X):
     return pred, proba, time.perf_counter() - t0
 
 
+_class_names_for = class_names_for   # the name classical.distributed still uses
+
+
 def evaluate(model, X_test, y_test, class_names, n_boot=1000, seed=0) -> dict:
     """Score a fitted model on the test split, once: `cutpoint.metrics` plus predictions."""
-    X, y = _as_xy(X_test, y_test, "test")
+    X, y = as_xy(X_test, y_test, "test")
     labels = np.asarray(model.classes_)
     missing = np.setdiff1d(np.unique(y), labels)
     if len(missing):
@@ -327,7 +331,7 @@ def evaluate(model, X_test, y_test, class_names, n_boot=1000, seed=0) -> dict:
                          f"was trained on {labels.tolist()} only.")
     pred, proba, seconds = predict_with_proba(model, X)
     out = classification_metrics(y, pred, proba=proba if proba.size else None, labels=labels,
-                                 class_names=_class_names_for(labels, class_names),
+                                 class_names=class_names_for(labels, class_names),
                                  n_boot=n_boot, seed=seed)
     out.update(y_pred=pred, proba=proba, predict_seconds=seconds, classes=labels)
     return out

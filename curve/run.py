@@ -37,6 +37,7 @@ from backbones.registry import is_pixels
 from backbones.train import deterministic_ops
 from classical import pipelines, protocol
 from cutpoint import results
+from cutpoint import runfolder as rf
 from cutpoint.provenance import hash_obj
 from cutpoint.splits import budget_subset, carve_validation
 
@@ -102,10 +103,10 @@ def run_classical(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -
     names = list(c["classifiers"])
     for n in names:
         pipelines.get(n)
-    paths = [run_dir / f for f in ("embeddings.h5", "pixels.h5") if (run_dir / f).exists()]
+    paths = rf.stores(run_dir)
     if not paths:
         raise FileNotFoundError(f"No embedding store in {run_dir}. Run `make extract` first.")
-    table = run_dir / "results.csv"
+    table = rf.results_csv(run_dir)
     done = {r["run_id"] for r in results.read(table)}
     _, y_train, ids_train = store.read(paths[0], next(iter(store.cuts(paths[0]))), split="train")
     class_names = store.class_names(paths[0])
@@ -225,7 +226,7 @@ def _run_finetune_cells(cfg, run_dir, budgets, seeds, progress) -> list:
     seeds = [int(s) for s in (seeds or c["seeds"])]
     ctx = Context(cfg, run_dir)
     depths = parse_depths(c["depths"] or fcfg["depths"], len(ctx.blocks))
-    table = run_dir / "results.csv"
+    table = rf.results_csv(run_dir)
     done = {r["run_id"] for r in results.read(table)}
     y_train = ctx.y[ctx.rows["train"]]
     names = list(ctx.target.class_names)
@@ -314,5 +315,5 @@ def run_curve(cfg: dict, run_dir, budgets=None, seeds=None, progress=True) -> di
     summary = write_curve(run_dir, cfg)
     summary.update(new_rows=len(new), seconds=round(time.perf_counter() - t0, 1),
                    classical_seconds=round(t1 - t0, 1), finetune_seconds=round(t2 - t1, 1))
-    (run_dir / "curve" / "done.json").write_text(json.dumps(summary, indent=1, default=str))
+    rf.done_json(run_dir, rf.CURVE).write_text(json.dumps(summary, indent=1, default=str))
     return summary

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from cutpoint import config
+from cutpoint import runfolder as rf
 
 
 def main(argv=None):
@@ -35,7 +36,7 @@ def main(argv=None):
         from pathlib import Path
 
         from cutpoint import results
-        moved, dest = results.archive(Path(args.run_dir) / "results.csv", cfg)
+        moved, dest = results.archive(rf.results_csv(args.run_dir), cfg)
         print(f"{moved} row(s) of other experiments moved to {dest}")
         return
     changed = config.write_if_changed(args.out, config.to_toml(cfg))

@@ -9,12 +9,12 @@ The resolved config is saved beside every result.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import tomllib
 from pathlib import Path
 
 from cutpoint.provenance import hash_obj
+from cutpoint.registry import did_you_mean
 
 DEFAULTS: dict = {
     "experiment": {
@@ -133,11 +133,6 @@ class ConfigError(ValueError):
     pass
 
 
-def _close(name, options) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1)
-    return f" Did you mean '{match[0]}'?" if match else ""
-
-
 CHOICES = {("dataset", "channels"): ("auto", 1, 3),   # settings with a fixed set of values
            ("extract", "precision"): ("float32", "bfloat16", "mixed_float16"),
            ("backbone", "resize_method"): ("bilinear", "nearest", "bicubic", "area", "lanczos3")}
@@ -171,14 +166,15 @@ def merge(base: dict, update: dict, origin: str = "config") -> dict:
     for section, values in update.items():
         if section not in DEFAULTS:
             raise ConfigError(f"Unknown section [{section}] in {origin}. Valid sections: "
-                              f"{', '.join(DEFAULTS)}.{_close(section, DEFAULTS)}")
+                              f"{', '.join(DEFAULTS)}.{did_you_mean(section, DEFAULTS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] in {origin} must be a table of settings. Got {values!r}.")
         for key, value in values.items():
             if key not in DEFAULTS[section]:
                 raise ConfigError(
                     f"Unknown setting '{section}.{key}' in {origin}. Valid settings of "
-                    f"[{section}]: {', '.join(DEFAULTS[section])}.{_close(key, DEFAULTS[section])}")
+                    f"[{section}]: {', '.join(DEFAULTS[section])}."
+                    f"{did_you_mean(key, DEFAULTS[section])}")
             _check_type(section, key, value, DEFAULTS[section][key])
             out[section][key] = value
     return out

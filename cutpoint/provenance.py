@@ -1,8 +1,12 @@
-"""Provenance: code version, package versions and content hashes carried by every result."""
+"""Provenance: code version, package versions and content hashes carried by every result.
+
+The one home of the small helpers every layer needs: `package_version(name)`, `sha256_file(path)`
+(cached per file size and mtime), `hash_file`, `hash_obj`, `hash_arrays`, `stable_json`."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from functools import lru_cache
 from importlib import metadata
@@ -27,15 +31,18 @@ def code_version() -> str:
     return __version__
 
 
+def package_version(name: str, default=None):
+    """The installed version of distribution `name`, or `default` when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return default
+
+
 @lru_cache(maxsize=1)
 def package_versions() -> dict:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    versions = {name: package_version(name) for name in _PACKAGES}
+    return {name: v for name, v in versions.items() if v is not None}
 
 
 def stable_json(obj) -> str:
@@ -47,12 +54,25 @@ def hash_obj(obj, n: int = 16) -> str:
     return hashlib.sha256(stable_json(obj).encode()).hexdigest()[:n]
 
 
-def hash_file(path, n: int = 16, block: int = 1 << 20) -> str:
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(block):
+        while chunk := f.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()[:n]
+    return h.hexdigest()
+
+
+def sha256_file(path) -> str:
+    """The full sha256 hex digest of a file, streamed in 1 MiB blocks; cached per (resolved
+    path, size, mtime), so a file read again unchanged is not hashed twice."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def hash_file(path, n: int = 16) -> str:
+    """The first `n` hex digits of `sha256_file(path)`."""
+    return sha256_file(path)[:n]
 
 
 def hash_arrays(*arrays, n: int = 16) -> str:

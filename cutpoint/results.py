@@ -1,4 +1,4 @@
-"""The experiment's results table, shared by the classical and finetune stages (BRIEF §8).
+"""The experiment's results table, shared by every stage (BRIEF §8): its columns and its rows.
 
 One CSV per experiment (`runs/<exp>/results.csv`), one row per run, columns `COLUMNS` in this
 order. A row is keyed by `run_id` (a hash of everything that defines the run): appending a
@@ -28,13 +28,23 @@ Columns
   predictions  path (relative to the run folder) of the per-sample test predictions (.npz:
                ids, y_true, y_pred, proba, classes)
   model        path (relative to the run folder) of the saved model
+
+Rows are built by `build_row` (every stage): the stage passes what it knows — its run id and
+stage, the test scores, the split definition, timings, parameters, the files it saved and its own
+columns (`classical.stores.store_columns` for a model on one cut of an embedding store) — and the
+experiment id, seed, label budget, creation time, config hash and code version come from the
+config (`new_row`, the lower level it fills).
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
+
+from cutpoint import runfolder as rf
+from cutpoint.splits import split_def_hash
 
 COLUMNS = [
     "run_id", "created", "stage", "method", "backbone", "weights", "cut", "layer", "pooling",
@@ -160,8 +170,8 @@ def append(path, row: dict) -> bool:
 
 def new_row(cfg: dict, **fields) -> dict:
     """A results row for `cfg`'s experiment: every column present (blank by default), with the
-    experiment id, creation time, config hash and code version filled in. The one row builder
-    used by every stage."""
+    experiment id, creation time, seed, label budget, config hash and code version filled in,
+    then `fields` as given. The lower level of `build_row`."""
     from datetime import datetime, timezone
 
     from cutpoint.config import config_hash
@@ -176,6 +186,40 @@ def new_row(cfg: dict, **fields) -> dict:
                config_hash=config_hash(cfg), code_version=code_version())
     row.update(fields)
     return row
+
+
+SCORE_COLUMNS = ("accuracy", "acc_ci_low", "acc_ci_high", "macro_f1", "log_loss")
+
+
+def build_row(cfg: dict, *, run_id: str, stage: str, scores: dict, split_def,
+              fit_seconds=None, predict_seconds=None, best_params=None, run_dir=None,
+              predictions=None, model=None, **fields) -> dict:
+    """The results row of one run: the one row builder every stage uses.
+
+    scores         the test evaluation (`cutpoint.metrics.classification_metrics`, which
+                   `classical.protocol.evaluate` returns too): its SCORE_COLUMNS are copied, a
+                   missing one (log_loss of a model without probabilities) is blank
+    split_def      the experiment's split definition (written as `splits.split_def_hash`) or
+                   that short id already
+    fit_seconds, predict_seconds   wall times, written rounded to the millisecond
+    best_params    a dict, written as sorted JSON
+    predictions, model   the files saved (paths under `run_dir`, written relative to it)
+    fields         the stage's own columns (method, backbone, cut, classifier, depth,
+                   frozen_blocks, n_train … val_accuracy, selection, notes), as they are
+    Everything else comes from the config (`new_row`)."""
+    row = {k: scores.get(k) for k in SCORE_COLUMNS}
+    row["split_def"] = (split_def_hash(split_def) if isinstance(split_def, dict)
+                        else (split_def or ""))
+    for key, seconds in (("fit_seconds", fit_seconds), ("predict_seconds", predict_seconds)):
+        if seconds is not None:
+            row[key] = round(seconds, 3)
+    if best_params is not None:
+        row["best_params"] = (best_params if isinstance(best_params, str)
+                              else json.dumps(best_params, sort_keys=True))
+    for key, path in (("predictions", predictions), ("model", model)):
+        if path is not None:
+            row[key] = str(Path(path).relative_to(run_dir)) if run_dir is not None else str(path)
+    return new_row(cfg, run_id=run_id, stage=stage, **row, **fields)
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -194,7 +238,7 @@ def archive(path, cfg: dict) -> tuple[int, Path]:
     """Move the rows of other experiments (other splits, seed, backbone, extraction or protocol
     version) from `path` to `results-archive.csv` beside it. Returns (rows moved, archive)."""
     path = Path(path)
-    dest = path.with_name("results-archive.csv")
+    dest = path.with_name(rf.RESULTS_ARCHIVE)
     rows = read(path)
     keep = [r for r in rows if belongs(r, cfg)]
     moved = [r for r in rows if not belongs(r, cfg)]

@@ -17,8 +17,9 @@ Root attributes
                         header limit is 64 KB): big lists go in datasets. A shard of a distributed
                         run keeps its own details (row range, worker) under the key ``"shard"``,
                         which `join_shards` drops.
-    ``samples_hash``    sha256[:16] of ids, labels and splits: lets a resuming writer check that
-                        it is filling the same samples in the same order.
+    ``samples_hash``    sha256[:16] of ids, labels and splits, in row order: a fingerprint of the
+                        sample list for readers and tools (a resuming writer checks the
+                        extraction key instead, see "Writing and resuming").
     ``dtype``, ``compression``, ``chunk_rows``  the storage options given to `create`.
 
 ``/samples`` (one row per sample, rows aligned with every cut matrix)
@@ -61,7 +62,6 @@ duplicated matrix.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -70,6 +70,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from cutpoint.registry import did_you_mean
 
 FORMAT_NAME = "cutpoint-embeddings"
 FORMAT_VERSION = 1
@@ -143,11 +145,6 @@ def _check_format(f: h5py.File, path: str) -> None:
 
 def _attr_str(value):
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _closest(name, options) -> str:
-    match = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
-    return f" Did you mean {match[0]!r}?" if match else ""
 
 
 # ----------------------------------------------------------------------------- creating
@@ -337,7 +334,7 @@ def samples_hash(ids, labels, splits) -> str:
 def _check_choice(what, value, options):
     if value not in options:
         raise StoreError(f"{what} must be one of {list(options)}; got {value!r}."
-                         f"{_closest(value, options)}")
+                         f"{did_you_mean(value, options)}")
     return value
 
 
@@ -379,7 +376,7 @@ def _write_block(f, path, start, arrays, check_finite) -> int:
     unknown = [c for c in given if c not in g]
     if unknown:
         raise StoreError(f"unknown cut(s) {unknown} for {path!r}; the store has {names}."
-                         f"{_closest(unknown[0], names)}")
+                         f"{did_you_mean(unknown[0], names)}")
     if missing:
         raise StoreError(f"write_rows must write every cut at once; missing {missing} "
                          f"(the store has {names}).")
@@ -467,7 +464,7 @@ def _row_range(f, path, split, rows):
         bounds = _split_bounds(f)
         if split not in bounds:
             raise StoreError(f"unknown split {split!r} in {path!r}; available: {list(bounds)}."
-                             f"{_closest(split, bounds)}")
+                             f"{did_you_mean(split, bounds)}")
         lo, hi = bounds[split]
     if rows is not None:
         if isinstance(rows, range):
@@ -494,7 +491,7 @@ def read(path, cut, split=None, rows=None, dtype=np.float32, *, allow_partial=Fa
         names = list(f["cuts"])
         if cut not in names:
             raise StoreError(f"cut {cut!r} is not in {path!r}; available cuts: {names}."
-                             f"{_closest(cut, names)} To add it, extract it with "
+                             f"{did_you_mean(cut, names)} To add it, extract it with "
                              f"`make extract CUTS={cut}`.")
         lo, hi = _row_range(f, path, split, rows)
         ds = f["cuts"][cut]
@@ -604,7 +601,7 @@ def write_umap(path, cut, split, coords, params: dict) -> None:
         names = list(f["cuts"])
         if cut not in names:
             raise StoreError(f"cut {cut!r} is not in {path!r}; available cuts: {names}."
-                             f"{_closest(cut, names)}")
+                             f"{did_you_mean(cut, names)}")
         lo, hi = _row_range(f, path, split, None)
         if coords.shape != (hi - lo, 2):
             raise StoreError(f"UMAP coordinates of split {split!r} must have shape "

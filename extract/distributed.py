@@ -16,6 +16,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from cutpoint import runfolder as rf
 from cutpoint.provenance import stable_json
 from cutpoint.splits import prepare
 from embeddings import store
@@ -60,7 +61,7 @@ def extract_sharded(cfg, run_dir, weights, prepared, path: Path, workers: int = 
     n_shards = max(1, int(workers or 2))
     size = math.ceil(n / n_shards)
     bounds = [(i * size, min(n, (i + 1) * size)) for i in range(n_shards) if i * size < n]
-    shard_dir = Path(run_dir) / "shards"
+    shard_dir = Path(run_dir) / rf.SHARDS
     shard_dir.mkdir(parents=True, exist_ok=True)
     shards = [str(shard_dir / f"embeddings.{key}.{i:04d}.h5") for i in range(len(bounds))]
     cfg_json = stable_json(cfg)

@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from cutpoint import runfolder as rf
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -36,12 +38,12 @@ def main(argv=None):
     except ValueError as e:   # RunLockedError included
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = [r for r in results.comparable(results.read(os.path.join(run_dir, "results.csv")), cfg)
+    rows = [r for r in results.comparable(results.read(rf.results_csv(run_dir)), cfg)
             if r["stage"] in ("finetune", "scratch")]
     summary = [{k: r[k] for k in ("run_id", "method", "val_accuracy", "accuracy", "fit_seconds",
                                   "epochs", "trainable_params")} for r in rows]
-    os.makedirs(os.path.join(run_dir, "finetune"), exist_ok=True)
-    with open(os.path.join(run_dir, "finetune", "done.json"), "w") as f:
+    rf.done_json(run_dir, rf.FINETUNE).parent.mkdir(parents=True, exist_ok=True)
+    with open(rf.done_json(run_dir, rf.FINETUNE), "w") as f:
         json.dump(summary, f, indent=1)
     for r in summary:
         val = float("nan") if r["val_accuracy"] is None else r["val_accuracy"]

@@ -23,6 +23,7 @@ from backbones.train import batches, deterministic_ops, ensure_self_trained
 from backbones.weights import load_backbone, with_precision
 from cutpoint import config as cconfig
 from cutpoint import results
+from cutpoint import runfolder as rf
 from cutpoint.metrics import classification_metrics
 from cutpoint.provenance import hash_obj
 from cutpoint.probe import PROBE_RULE, fit_probe
@@ -197,7 +198,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
             probe_cache["probe"] = probe
         return probe_cache["probe"]
 
-    table = run_dir / "results.csv"
+    table = rf.results_csv(run_dir)
     new_rows = []
     for depth in todo:
         stage = "scratch" if depth == "scratch" else "finetune"
@@ -214,7 +215,7 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         fit_s = probe_s + (time.perf_counter() - t1)
         proba, y_pred, m, pred_s = ctx.score(model, seed)
         params, n_train, notes = run_params(depth, info, probe, len(tr))
-        out = run_dir / "finetune" / run_id
+        out = run_dir / rf.FINETUNE / run_id
         meta = {"run_id": run_id, "ident": ident, "backbone_provenance": ctx.bprov, "metrics": m,
                 "precision": ctx.precision,
                 "trainable_params": info["trainable_params"], "epochs": info["epochs"],
@@ -223,13 +224,13 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
         if probe is not None:
             history = {"probe": {"C": probe.C, "val_scores": probe.val_scores}, **history}
         save_run(out, model, history, meta)
-        (out / "config.toml").write_text(cconfig.to_toml(cfg))
+        (out / rf.RUN_CONFIG).write_text(cconfig.to_toml(cfg))
         if probe is not None:
             np.savez(out / "probe.npz", kernel=probe.kernel, bias=probe.bias, C=probe.C,
                      val_accuracy=probe.val_accuracy)
             if depth == 0:
                 joblib.dump(probe.model, out / "probe.joblib")
-        np.savez_compressed(out / "predictions.npz", ids=np.asarray(target.ids)[test_idx],
+        np.savez_compressed(out / rf.PREDICTIONS, ids=np.asarray(target.ids)[test_idx],
                             y_true=y[test_idx], y_pred=y_pred, proba=proba.astype(np.float32),
                             classes=np.asarray(target.class_names))
         row = results.new_row(
@@ -242,8 +243,8 @@ def _run_finetune(cfg: dict, run_dir, prepared=None, depths=None) -> list[dict]:
             predict_seconds=round(pred_s, 3), epochs=info["epochs"],
             trainable_params=info["trainable_params"],
             best_params=json.dumps(params, sort_keys=True), notes=notes,
-            predictions=str((out / "predictions.npz").relative_to(run_dir)),
-            model=str((out / "model.keras").relative_to(run_dir)))
+            predictions=str((out / rf.PREDICTIONS).relative_to(run_dir)),
+            model=str((out / rf.MODEL_KERAS).relative_to(run_dir)))
         results.append(table, row)
         new_rows.append(row)
         log.info("%s depth %s: val accuracy %.4f, test accuracy %.4f in %.0f s (%d epochs, %d "

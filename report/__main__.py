@@ -10,6 +10,8 @@ import contextlib
 import os
 import sys
 
+from cutpoint import runfolder as rf
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -46,15 +48,15 @@ def main(argv=None) -> int:
             summary = run_umap(run_dir, cfg)
             done = sum(e["computed"] for e in summary["entries"])
             print(f"UMAP: {done} computed, {len(summary['entries']) - done} up to date; "
-                  f"pictures in {os.path.join(run_dir, 'report')}")
+                  f"pictures in {os.path.join(run_dir, rf.REPORT)}")
         elif args.cmd == "projector":
             from report.umap_stage import export_projector
             vec, meta = export_projector(run_dir, args.cut, args.split, args.store)
             print(f"projector files: {vec} {meta}")
         else:
-            if not os.path.isfile(os.path.join(run_dir, "results.csv")):
+            if not rf.results_csv(run_dir).is_file():
                 raise FileNotFoundError(
-                    f"No results table at {os.path.join(run_dir, 'results.csv')}. Run `make "
+                    f"No results table at {rf.results_csv(run_dir)}. Run `make "
                     f"classify` first (and `make finetune` for the fine-tuned baselines).")
             from report.build import build_report
             print(f"report: {build_report(run_dir, cfg)}")

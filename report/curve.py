@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from cutpoint import results
+from cutpoint import runfolder as rf
+from report.tables import on_pixels
 
 FROZEN, PIXELS, SCRATCH = "frozen (selected cut + classifier)", "raw pixels (selected classifier)", \
     "scratch"
@@ -25,7 +27,7 @@ FALLBACK_CLASSIFIER = "logreg"
 
 def family(r) -> str | None:
     if r["stage"] == "classical":
-        return PIXELS if r.get("cut") == "pixels" else FROZEN
+        return PIXELS if on_pixels(r) else FROZEN
     if r["stage"] == "scratch":
         return SCRATCH
     if r["stage"] == "finetune":
@@ -181,7 +183,7 @@ def table(agg) -> str:
 
 def section(run_dir, cfg) -> list[str]:
     """The curve's Markdown section for the report (empty when no curve rows exist)."""
-    rows = results.curve_rows(results.read(Path(run_dir) / "results.csv"), cfg)
+    rows = results.curve_rows(results.read(rf.results_csv(run_dir)), cfg)
     agg = aggregate(rows)
     if not agg:
         return ["## How the answer changes with labels", "",
@@ -214,16 +216,16 @@ def rule(c: dict) -> str:
 def write_curve(run_dir, cfg) -> dict:
     """Write `report/curve.png` and `curve/summary.json`; returns the summary."""
     run_dir = Path(run_dir)
-    rows = results.curve_rows(results.read(run_dir / "results.csv"), cfg)
+    rows = results.curve_rows(results.read(rf.results_csv(run_dir)), cfg)
     agg = aggregate(rows)
     if not agg:
-        raise FileNotFoundError(f"No curve rows in {run_dir / 'results.csv'}: run `make curve`.")
-    plot(agg, run_dir / "report" / "curve.png",
+        raise FileNotFoundError(f"No curve rows in {rf.results_csv(run_dir)}: run `make curve`.")
+    plot(agg, run_dir / rf.REPORT / "curve.png",
          f"{cfg['experiment']['name']}: test accuracy vs labels per class "
          f"({cfg['backbone']['name']}, {cfg['dataset']['name']})")
     summary = {"families": {f: {str(b): st for b, st in v.items()} for f, v in agg.items()},
                "crossings": crossings(agg), "rule": rule(cfg["curve"]),
-               "figure": str(run_dir / "report" / "curve.png")}
-    (run_dir / "curve").mkdir(parents=True, exist_ok=True)
-    (run_dir / "curve" / "summary.json").write_text(json.dumps(summary, indent=1))
+               "figure": str(run_dir / rf.REPORT / "curve.png")}
+    (run_dir / rf.CURVE).mkdir(parents=True, exist_ok=True)
+    (run_dir / rf.CURVE / rf.CURVE_SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary

@@ -27,12 +27,13 @@ import json
 import re
 import sys
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from cutpoint import results
+from cutpoint import runfolder as rf
+from cutpoint.provenance import package_version
 from embeddings import store
 
 STORES = ("embeddings", "pixels")
@@ -100,10 +101,7 @@ def umap_params(u: dict, n_points: int, n_total: int, data_hash: str, fit=None) 
     """Everything that determines the coordinates: equal params ⇒ the stored result is current.
     `fit` ({"points", "pca", "transform_chunk"}) when UMAP is fitted on a sample."""
     seeded = u["random_state"] >= 0
-    try:
-        version = metadata.version("umap-learn")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    version = package_version("umap-learn", "unknown")
     return {"n_components": 2, "n_neighbors": int(u["n_neighbors"]),
             "min_dist": float(u["min_dist"]), "metric": "euclidean",
             "random_state": int(u["random_state"]) if seeded else None,
@@ -204,7 +202,7 @@ def mistakes_for(run_dir, row, ids) -> tuple:
     """Boolean mask over `ids`: True where `row`'s model got the sample wrong (None if unknown)."""
     if row is None:
         return None, "no classical model with saved predictions at this cut"
-    from report.build import load_predictions
+    from report.inputs import load_predictions
     p = load_predictions(run_dir, row)
     if p is None:
         return None, f"predictions file {row['predictions']} is missing"
@@ -236,12 +234,12 @@ def run_umap(run_dir, cfg, log=print) -> dict:
     _check_umap_cfg(u)
     stores = store_paths(run_dir)
     if "embeddings" not in stores:
-        raise FileNotFoundError(f"No embedding store at {run_dir / 'embeddings.h5'}. Run "
+        raise FileNotFoundError(f"No embedding store at {run_dir / rf.EMBEDDINGS}. Run "
                                 f"`make extract` first (or pass the right --run-dir).")
-    rows = results.comparable(results.read(run_dir / "results.csv"), cfg)
-    out_dir = run_dir / "report"
+    rows = results.comparable(results.read(rf.results_csv(run_dir)), cfg)
+    out_dir = run_dir / rf.REPORT
     out_dir.mkdir(parents=True, exist_ok=True)
-    done_path = run_dir / "umap" / "done.json"
+    done_path = rf.done_json(run_dir, rf.UMAP)
     previous = {}
     if done_path.is_file():
         try:
@@ -352,7 +350,7 @@ def export_projector(run_dir, cut, split="test", store_name="embeddings", chunk=
     if lo is None:
         raise ValueError(f"Unknown split {split!r} in {path}. "
                          f"Available: {list(store.splits(path))}.")
-    out = run_dir / "projector"
+    out = run_dir / rf.PROJECTOR
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{safe_name(store_name)}_{safe_name(cut)}_{safe_name(split)}"
     vec_path, meta_path = out / f"{stem}_vectors.tsv", out / f"{stem}_metadata.tsv"

@@ -17,7 +17,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from xgboost import XGBClassifier
 
 from classical import pipelines, protocol
-from classical.__main__ import main, predict_embeddings, run
+from classical.__main__ import main
+from classical.bundle import predict_embeddings
+from classical.runner import run
+from predict.__main__ import main as predict_main
 from classical.pipelines import KernelRBFSVC, LabelEncodedClassifier, PrimalLinearSVC
 from cutpoint import config as cconfig
 from cutpoint import results
@@ -456,7 +459,7 @@ def test_predict_applies_a_model_and_refuses_a_mismatched_store(tmp_path, capsys
     _make_store(other, seed=1, cuts=("block2",))          # same extraction, other samples
     out = tmp_path / "preds.csv"
     model = run_dir / rows["logreg"]["model"]
-    assert main(["predict", "--model", str(model), "--store", str(other), "--out",
+    assert predict_main(["--model", str(model), "--store", str(other), "--out",
                  str(out)]) == 0
     lines = out.read_text().splitlines()
     assert lines[0] == "id,pred_label,pred_class,p_sandal,p_shirt,p_sneaker"
@@ -466,7 +469,7 @@ def test_predict_applies_a_model_and_refuses_a_mismatched_store(tmp_path, capsys
     assert sum(float(v) for v in first[3:]) == pytest.approx(1.0, abs=1e-4)
     # linear SVM: no probabilities, just the prediction
     out2 = tmp_path / "svm.csv"
-    assert main(["predict", "--model", str(run_dir / rows["linear_svm"]["model"]), "--store",
+    assert predict_main(["--model", str(run_dir / rows["linear_svm"]["model"]), "--store",
                  str(other), "--split", "train", "--out", str(out2)]) == 0
     assert out2.read_text().splitlines()[0] == "id,pred_label,pred_class"
     assert len(out2.read_text().splitlines()) == 121
@@ -480,13 +483,13 @@ def test_predict_applies_a_model_and_refuses_a_mismatched_store(tmp_path, capsys
 
     mismatched = tmp_path / "maxpool.h5"
     _make_store(mismatched, pooling="max", cuts=("block2",))
-    assert main(["predict", "--model", str(model), "--store", str(mismatched), "--out",
+    assert predict_main(["--model", str(model), "--store", str(mismatched), "--out",
                  str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err
     assert "pooling: model 'avg', store 'max'" in err and "Re-extract" in err
     no_cut = tmp_path / "block1only.h5"
     _make_store(no_cut, cuts=("block1",))
-    assert main(["predict", "--model", str(model), "--store", str(no_cut), "--out",
+    assert predict_main(["--model", str(model), "--store", str(no_cut), "--out",
                  str(tmp_path / "x.csv")]) == 2
     assert "make extract CUTS=block2" in capsys.readouterr().err
 

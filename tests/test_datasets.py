@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_synthetic_idx
 from cutpoint import datasets as D
 from cutpoint.datasets import DatasetError, DatasetWarning
+from cutpoint.datasets import files as F
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -22,8 +24,8 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
     """No Debian folder, an empty Keras cache, no CUTPOINT_DATA, offline."""
-    monkeypatch.setattr(D, "DEBIAN_DIRS", {"fashion_mnist": [tmp_path / "no-debian"]})
-    monkeypatch.setattr(D, "_keras_roots", lambda: [tmp_path / "keras-home"])
+    monkeypatch.setattr(F, "DEBIAN_DIRS", {"fashion_mnist": [tmp_path / "no-debian"]})
+    monkeypatch.setattr(F, "keras_roots", lambda: [tmp_path / "keras-home"])
     monkeypatch.delenv("CUTPOINT_DATA", raising=False)
     monkeypatch.setenv("CUTPOINT_OFFLINE", "1")
     return tmp_path
@@ -130,7 +132,7 @@ def test_write_idx_round_trip(tmp_path):
 
 
 def test_synthetic_idx_fixture_loads(isolated, monkeypatch):
-    D.write_synthetic_idx(isolated / "syn", n_train=30, n_test=10)
+    write_synthetic_idx(isolated / "syn", n_train=30, n_test=10)
     monkeypatch.setenv("CUTPOINT_DATA", str(isolated / "syn"))
     ds = D.load("fashion_mnist", verify=False)
     assert len(ds) == 40 and set(ds.labels.tolist()) == set(range(10))

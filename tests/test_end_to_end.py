@@ -38,8 +38,8 @@ def test_extract_classify_predict_images_and_report(tmp_path):
 
     # The saved model applied to raw images gives the predictions it gave on the store.
     out = tmp_path / "pred.csv"
-    stage("classical", "predict", "--model", str(run / best["model"]), "--images", str(npz),
-          "--out", str(out))
+    stage("predict", "--model", str(run / best["model"]), "--images", str(npz), "--out",
+          str(out))
     with open(out) as f:
         got = {r["id"]: r["pred_class"] for r in csv.DictReader(f)}
     saved = np.load(run / best["predictions"], allow_pickle=True)

@@ -72,8 +72,8 @@ def _cfg(tmp_path, *sets):
 
 
 def _test_images(cfg, run):
-    from cutpoint import datasets as cds
-    target = cds.prepare(cfg, run_dir=run)["target"]
+    from cutpoint import splits
+    target = splits.prepare(cfg, run_dir=run)["target"]
     split, y = np.asarray(target.split), np.asarray(target.labels)
     rows = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
     return {s: (target.images(i).astype("float32"), y[i]) for s, i in rows.items()}
@@ -201,8 +201,8 @@ def test_scratch_reinitialises_every_weight(tmp_path, monkeypatch):
     with pytest.raises(_Stop):
         run_finetune(cfg, run, depths=["scratch"])
     built = seen.pop()
-    from cutpoint import datasets as cds
-    weights = ensure_self_trained(cfg, run, cds.prepare(cfg, run_dir=run))
+    from cutpoint import splits
+    weights = ensure_self_trained(cfg, run, splits.prepare(cfg, run_dir=run))
     trained, _, _ = load_backbone("small_vgg", weights=str(weights), input_shape=(16, 16, 1))
     by_path = {w.path: w.numpy() for w in trained.weights}
     kernels = [p for p in built if p.endswith("kernel")]

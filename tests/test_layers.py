@@ -14,8 +14,6 @@ STAGES = {"extract", "classical", "finetune", "report", "curve", "predict"}
 # and fine-tuning on label budgets and draws its figure with report's plotting; predicting from
 # new images (part B's `predict`) composes a classical model with the backbone's embedding.
 COMPOSERS = {"curve": {"classical", "finetune", "report"}, "predict": {"classical"}}
-# Known import cycles, cleared by the other half of issue 13 (the datasets / splits split).
-KNOWN_CYCLES = {frozenset({"cutpoint.datasets", "cutpoint.splits"})}
 
 
 def _modules() -> dict[str, Path]:
@@ -78,7 +76,7 @@ def test_module_imports_only_the_layers_below_it(module):
 
 
 def test_the_rule_sees_function_level_imports():
-    assert "backbones.embed" in _imports("classical.__main__")   # imported inside a function
+    assert "backbones.embed" in _imports("predict")   # imported inside a function
     assert {"extract.plan", "extract.distributed"} <= _imports("extract.extractor")
 
 
@@ -115,11 +113,13 @@ def _cycles() -> set[frozenset]:
 
 
 def test_no_import_cycles():
-    cycles = _cycles() - KNOWN_CYCLES
+    cycles = _cycles()
     assert not cycles, f"import cycles: {[sorted(c) for c in cycles]}"
 
 
-@pytest.mark.xfail(reason="cutpoint.datasets <-> cutpoint.splits: cleared by issue 13 part B",
-                   strict=False)
-def test_known_cycles_are_gone():
-    assert not (_cycles() & KNOWN_CYCLES)
+def test_splits_imports_datasets_and_never_the_reverse():
+    assert "cutpoint.datasets" in _imports("cutpoint.splits")
+    datasets = {m for m in MODULES if m.split(".")[:2] == ["cutpoint", "datasets"]}
+    assert datasets, "cutpoint.datasets not found"
+    for m in datasets:
+        assert "cutpoint.splits" not in _imports(m), f"{m} imports cutpoint.splits"

@@ -18,7 +18,8 @@ def _img(path, c, rng, size=16):
 
 
 def test_predict_on_a_flat_folder_and_a_file_list_skips_damaged_files(tmp_path, capsys):
-    from classical.__main__ import main, run
+    from classical.runner import run
+    from predict.__main__ import main
     from extract.extractor import extract
     rng = np.random.default_rng(0)
     for c, name in enumerate(["top", "bottom"]):
@@ -44,7 +45,7 @@ def test_predict_on_a_flat_folder_and_a_file_list_skips_damaged_files(tmp_path, 
     (new / "half.jpg").write_bytes(full.read_bytes()[:len(full.read_bytes()) // 2])
     (new / "readme.txt").write_text("not an image")
     out = tmp_path / "preds.csv"
-    code = main(["predict", "--model", str(model), "--images", str(new), "--out", str(out)])
+    code = main(["--model", str(model), "--images", str(new), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 0, err
     rows = list(csv.DictReader(open(out)))
@@ -56,7 +57,7 @@ def test_predict_on_a_flat_folder_and_a_file_list_skips_damaged_files(tmp_path, 
     assert "skipped 2 file(s)" in err and "preds.skipped.csv" in err
 
     out2 = tmp_path / "list.csv"               # a list of files, one of them missing
-    code = main(["predict", "--model", str(model), "--images", str(new / "a.png"), str(full),
+    code = main(["--model", str(model), "--images", str(new / "a.png"), str(full),
                  str(tmp_path / "gone.png"), "--out", str(out2)])
     assert code == 0
     assert [r["id"] for r in csv.DictReader(open(out2))] == [str(new / "a.png"), str(full)]

@@ -28,3 +28,18 @@ def test_unknown_name_lists_the_valid_ones_and_the_closest():
 def test_did_you_mean_is_empty_when_nothing_is_close():
     assert did_you_mean("zzz", ["alpha", "beta"]) == ""
     assert did_you_mean("bta", ["alpha", "beta"]) == " Did you mean 'beta'?"
+
+
+def test_datasets_and_classifiers_share_the_vocabulary():
+    from classical import pipelines
+    from cutpoint import datasets
+    from cutpoint.datasets.registry import DATASETS
+    assert isinstance(DATASETS, Registry) and isinstance(pipelines.CLASSIFIERS, Registry)
+    with pytest.raises(datasets.DatasetError,
+                       match=r"^Unknown dataset 'mnst'\. Available: cifar10, cifar100, digits, "
+                             r"fashion_mnist, folder, mnist, npz\. Did you mean 'mnist'\?$"):
+        datasets.load("mnst")
+    with pytest.raises(ValueError, match=r"^Unknown classifier 'knm'\. Available: logreg, "
+                                         r"linear_svm, rbf_svm, random_forest, xgboost, knn\. "
+                                         r"Did you mean 'knn'\? \(`python -m classical --list`"):
+        pipelines.get("knm")

@@ -13,7 +13,7 @@ from cutpoint.metrics import bootstrap_accuracy_ci, mcnemar
 from embeddings import store
 from report import build_report, run_umap
 from report.__main__ import main as report_main
-from report.build import dataset_images
+from report.inputs import dataset_images
 from report.umap_stage import png_name, stratified_subsample
 
 CLASSES = ["sandal", "shirt", "sneaker", "bag"]
@@ -364,9 +364,9 @@ def test_cli_builds_the_report_and_exports_the_projector(run, tmp_path, capsys):
 
 
 def test_default_gallery_images_come_from_the_configured_dataset():
-    from cutpoint import datasets
+    from cutpoint import splits
     cfg = config.load(None, ["dataset.name=digits"])
-    target = datasets.prepare(cfg)["target"]
+    target = splits.prepare(cfg)["target"]
     images_for_ids = dataset_images(cfg)
     pick = [7, 0, 31]
     got = images_for_ids(target.ids[pick])

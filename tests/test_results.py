@@ -59,3 +59,42 @@ def test_a_validation_tie_is_broken_by_a_declared_order_never_by_timing():
     # the same runs timed differently choose the same row: the tie goes to fewer features
     assert _pick(rows(0.1, 9.0))["run_id"] == _pick(rows(9.0, 0.1))["run_id"] == "b"
     assert sorted(rows(1, 2), key=results.rank_key)[-1]["run_id"] == "c"   # lower val: last
+
+
+def test_build_row_writes_what_the_stages_wrote_by_hand(tmp_path):
+    """The one row builder gives, column for column, the row the classical stage (and the
+    finetune and curve stages) used to assemble with `new_row`."""
+    import json
+    from pathlib import Path
+
+    from classical.stores import store_columns
+    from cutpoint.provenance import hash_obj
+    cfg = config.load(None, [])
+    split_def = {"dataset": "fashion_mnist", "seed": 0}
+    prov = {"backbone": "small_vgg", "weights": "runs/x/backbone", "dataset": "fashion_mnist",
+            "split_def": split_def, "backbone_info": {"blocks": ["b1", "b2"]}}
+    ev = {"accuracy": 0.9, "acc_ci_low": 0.88, "acc_ci_high": 0.92, "macro_f1": 0.899,
+          "log_loss": None, "predict_seconds": 0.01234, "y_pred": [1]}
+    info = {"fit_seconds": 12.34567, "best_params": {"clf__C": 0.1, "a": [1]}}
+    run_dir = Path(tmp_path)
+    out = run_dir / "classical" / "cl-x"
+    by_hand = results.new_row(
+        cfg, run_id="cl-x", stage="classical", method="frozen+logreg", backbone="small_vgg",
+        weights="runs/x/backbone", cut="c2", layer="b2", pooling="avg", classifier="logreg",
+        frozen_blocks=2, dataset="fashion_mnist", split_def=hash_obj(split_def, 12), n_train=9,
+        accuracy=0.9, acc_ci_low=0.88, acc_ci_high=0.92, macro_f1=0.899, log_loss=None,
+        fit_seconds=12.346, predict_seconds=0.012,
+        best_params=json.dumps(info["best_params"], sort_keys=True), notes="n",
+        predictions="classical/cl-x/predictions.npz", model="classical/cl-x/model.joblib")
+    built = results.build_row(
+        cfg, run_id="cl-x", stage="classical", scores=ev,
+        **store_columns(prov, "c2", {"layer": "b2", "pooling": "avg"}, "logreg"),
+        n_train=9, fit_seconds=info["fit_seconds"], predict_seconds=ev["predict_seconds"],
+        best_params=info["best_params"], notes="n", run_dir=run_dir,
+        predictions=out / "predictions.npz", model=out / "model.joblib")
+    assert {k: v for k, v in built.items() if k != "created"} == \
+        {k: v for k, v in by_hand.items() if k != "created"}
+    pixels = store_columns({"backbone": "pixels"}, "pixels",
+                                   {"layer": "input", "frozen_blocks": 0}, "knn", dataset="d")
+    assert pixels["method"] == "pixels+knn" and pixels["frozen_blocks"] == 0
+    assert pixels["dataset"] == "d" and pixels["split_def"] is None

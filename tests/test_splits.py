@@ -174,7 +174,7 @@ def test_prepare_records_the_splits_once_and_refuses_others(digits, tmp_path):
 
 def test_prepare_all_classes_and_no_source():
     cfg = _cfg(name="digits", source_classes=[], target_classes=[])
-    out = D.prepare(cfg)  # re-exported from cutpoint.datasets; loads by name
+    out = S.prepare(cfg)  # loads the dataset by name
     assert out["source"] is None and out["splits"]["source"] is None
     assert out["split_def"]["source"] is None
     assert len(out["target"]) == 1797 and out["target"].class_ids == list(range(10))
@@ -209,7 +209,7 @@ def test_prepare_loads_by_name_and_path(tmp_path):
     y_tr, y_te = np.arange(40) % 4, np.arange(20) % 4
     np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 256, (40, 5, 5), dtype=np.uint8),
              y_train=y_tr, x_test=rng.integers(0, 256, (20, 5, 5), dtype=np.uint8), y_test=y_te)
-    out = D.prepare(_cfg(name="npz", path=str(tmp_path / "d.npz"), source_classes=[0, 1],
+    out = S.prepare(_cfg(name="npz", path=str(tmp_path / "d.npz"), source_classes=[0, 1],
                          target_classes=[3, 2]))
     assert out["target"].class_names == ["3", "2"] and len(out["target"]) == 30
     assert out["split_def"]["dataset_source"]["loader"] == "npz:npz"
