@@ -1,6 +1,7 @@
 """The run-folder contract: the name of every file and folder the stages keep in `runs/<exp>/`.
 
     config.toml          the resolved config (`make config`; one per experiment)
+    .stage/<stage>.toml  the sections each stage reads (`resolve --stamps`; the Makefile's prerequisites)
     splits.npz           the experiment's rows and their splits (`cutpoint.splits.record_splits`)
     embeddings.h5        the backbone's cuts (`extract`); pixels.h5, the raw-pixel baseline
     extract.json         extraction's stamp: present only after a completed run
