@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
     p.add_argument("--e2e", action="store_true",
                    help="run `make extract` and `make classify` for real (~20 min)")
+    p.add_argument("--e2e-run", default="",
+                   help="with --e2e: run into this new folder (e.g. runs/default) and keep it, "
+                        "instead of a temporary one")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__)),
                    help="folder for results.json and results.md (default: benchmarks/)")
     args = p.parse_args(argv)
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
     from benchmarks.common import machine
 
     sizes = sizes_mod.get(args.quick)
-    ctx = {"e2e": args.e2e, "quick": args.quick}
+    ctx = {"e2e": args.e2e, "e2e_run": args.e2e_run, "quick": args.quick}
     res = {"schema": 1, "mode": "quick" if args.quick else "full", "e2e": args.e2e,
            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "seconds": 0.0, "machine": machine(), "sizes": {n: sizes[n] for n in names},

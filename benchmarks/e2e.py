@@ -1,7 +1,8 @@
 """End to end: wall time of `make extract` and `make classify` on the default experiment.
 
 With `--e2e` both targets run for real (about 20 minutes) into a fresh temporary run folder
-(`RUN=<tmp>`, so an existing `runs/default` is neither reused nor touched). Without it, the
+(`RUN=<tmp>`, so an existing `runs/default` is neither reused nor touched; `--e2e-run DIR` runs
+into the new folder DIR instead and keeps it, so the timed run is also a run to read). Without it, the
 timings already recorded by an earlier run are read from `runs/default/` (extract.json, and the
 fit/predict seconds of the results table), and the table says so.
 """
@@ -33,8 +34,11 @@ def _make(target: str, run_dir: Path, timeout: float) -> dict:
     return row
 
 
-def measured(sizes: dict) -> dict:
-    run_dir = Path(tempfile.mkdtemp(prefix="cutpoint-bench-e2e-"))
+def measured(sizes: dict, keep: str = "") -> dict:
+    if keep and Path(keep).exists():
+        raise FileExistsError(f"--e2e-run {keep} exists; the timed run needs a fresh folder. "
+                              f"Move it away (mv {keep} {keep}-old) or name another.")
+    run_dir = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="cutpoint-bench-e2e-"))
     try:
         rows = [_make("extract", run_dir, sizes["timeout_s"])]
         if rows[0]["returncode"] == 0:
@@ -45,12 +49,15 @@ def measured(sizes: dict) -> dict:
                 rows[0]["images"] = s.get("rows")
                 rows[0]["forward_and_store_seconds"] = s.get("seconds")
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
     failed = [r["target"] for r in rows if r["returncode"]]
     if failed:
         raise RuntimeError(f"{', '.join(failed)} failed: {rows[-1].get('stderr_tail', '')}")
     total = sum(r["wall_seconds"] for r in rows)
-    return {"rows": rows, "notes": ["Ran in a temporary RUN folder, removed afterwards."],
+    where = (f"Ran into {keep}, kept." if keep
+             else "Ran in a temporary RUN folder, removed afterwards.")
+    return {"rows": rows, "notes": [where],
             "targets": [target("e2e", WHAT, total, GOAL_S, higher_is_better=False, unit="s")]}
 
 
@@ -90,7 +97,7 @@ def recorded() -> dict:
 
 
 def run(sizes: dict, ctx: dict) -> dict:
-    out = measured(sizes) if ctx.get("e2e") else recorded()
+    out = measured(sizes, ctx.get("e2e_run", "")) if ctx.get("e2e") else recorded()
     peak = ctx.get("peak_gflops")
     out["method"] = doc_method(__doc__) + (f" Matmul peak of this run: {peak:.1f} GFLOP/s."
                                            if peak else "")
